@@ -1,0 +1,110 @@
+"""Model checkpoints: weights plus the class list and training config, never unpickled code.
+
+Our own checkpoints are safetensors files whose metadata holds a JSON record. A stranger's
+``.pt``/``.pth`` file is read only with ``torch.load(..., weights_only=True)`` passed
+explicitly, which torch honours even when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from ._io import atomic_write
+from .errors import CheckpointError
+
+META_KEY = "advrp2k"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(path: str | Path, model: nn.Module, record: dict) -> Path:
+    """Atomically write ``model``'s weights and ``record`` (arch, classes, config) as safetensors."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = st_save(tensors, metadata={META_KEY: json.dumps(record, ensure_ascii=False)})
+    return atomic_write(path, lambda f: f.write(blob))
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read weights and record without running any code from the file.
+
+    Returns:
+        (state_dict on CPU, record). The record has at least ``arch`` and ``classes``.
+
+    Raises:
+        CheckpointError: unreadable, a pickle that needs code, or no class list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: pass a file written by 'advrp2k train'")
+    data = path.read_bytes()
+    if path.suffix == ".safetensors" or data[8:9] == b"{":
+        state, record = _load_safetensors(path, data)
+    else:
+        state, record = _load_torch_weights_only(path)
+    if not isinstance(record.get("classes"), list) or "arch" not in record:
+        raise CheckpointError(
+            f"checkpoint {path} carries no class list or arch: advrp2k needs both to check the class "
+            f"mapping; save it with advrp2k.checkpoints.save_model or as {{'state_dict', 'classes', 'arch'}}")
+    return state, record
+
+
+def _load_safetensors(path: Path, data: bytes):
+    try:
+        state = st_load(data)
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        record = json.loads(meta.get(META_KEY, "{}"))
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({exc}); "
+                              f"it may be truncated: retrain or re-download it")
+    return state, record
+
+
+def _load_torch_weights_only(path: Path):
+    try:
+        # weights_only=True passed explicitly: an env var cannot switch it off.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"refused checkpoint {path}: it is not a plain weights file (it would need to run code "
+            f"or is corrupt: {first[:160]}); save the model's state_dict or use safetensors")
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise CheckpointError(f"checkpoint {path} holds no 'state_dict' dict: save "
+                              f"{{'state_dict': model.state_dict(), 'classes': [...], 'arch': NAME}}")
+    record = {k: v for k, v in obj.items() if k != "state_dict"}
+    return obj["state_dict"], record
+
+
+def check_classes(record: dict, classes: list[str], path: str | Path) -> None:
+    """FAIL if the checkpoint was trained on another class list than the data's."""
+    theirs = record.get("classes")
+    if theirs == classes:
+        return
+    if theirs is None:
+        raise CheckpointError(f"checkpoint {path} carries no class list")
+    missing = sorted(set(classes) - set(theirs))[:3]
+    extra = sorted(set(theirs) - set(classes))[:3]
+    detail = f"{len(theirs)} classes in the checkpoint vs {len(classes)} in the data"
+    if missing or extra:
+        detail += f"; only in the data: {missing}; only in the checkpoint: {extra}"
+    else:
+        detail += "; same names in another order"
+    raise CheckpointError(f"checkpoint {path} was trained on another class list ({detail}): "
+                          f"evaluate it on the data it was trained on, or retrain")

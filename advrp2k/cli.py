@@ -1,0 +1,104 @@
+"""Command line: parses options and calls importable functions; only this module prints."""
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import _registry
+from ._eps import parse_eps, parse_eps_list
+from .errors import Advrp2kError, UsageError
+
+EXIT_USAGE = 2
+
+
+def _progress():
+    """tqdm on a terminal-ish stderr; silent when ADVRP2K_NO_PROGRESS=1."""
+    import os
+
+    if os.environ.get("ADVRP2K_NO_PROGRESS") == "1":
+        return None
+    from tqdm.auto import tqdm
+
+    def factory(iterable=None, **kw):
+        kw.setdefault("dynamic_ncols", True)
+        kw.setdefault("leave", False)
+        kw.setdefault("mininterval", 1.0)
+        return tqdm(iterable, file=sys.stderr, **kw)
+
+    return factory
+
+
+class EpsType(click.ParamType):
+    name = "EPS"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_eps(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class EpsListType(click.ParamType):
+    name = "EPS[,EPS...]"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_eps_list(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def parse_key_values(pairs) -> dict:
+    """``key=value`` pairs; values are Python literals when they parse as one (no eval), else strings."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not key=value (e.g. steps=10)")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = raw.strip()
+    return out
+
+
+class Advrp2kGroup(click.Group):
+    """Turns library errors into one clear line and an exit status, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except Advrp2kError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Advrp2kGroup)
+@click.version_option(package_name="advrp2k")
+@click.option("-p", "plugin_modules", multiple=True, metavar="MODULE",
+              help="Import a local, uninstalled plugin module (repeatable).")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def cli(plugin_modules, verbose):
+    """advrp2k: adversarial robustness benchmarks on RP2K retail products."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    failures = _registry.load_plugins(tuple(plugin_modules))
+    for msg in failures.values():
+        click.echo(f"Warning: {msg}", err=True)
+
+
+from . import cli_commands  # noqa: E402,F401  (registers the subcommands)
+
+
+def main():
+    cli(prog_name="advrp2k")

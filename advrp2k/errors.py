@@ -1,0 +1,33 @@
+"""Named errors. The library raises these; only the CLI turns them into messages."""
+
+
+class Advrp2kError(Exception):
+    """Base class: a problem the user can fix. The message says what to do."""
+
+
+class UsageError(Advrp2kError):
+    """Bad option value or combination (the CLI exits with status 2)."""
+
+
+class PluginError(Advrp2kError):
+    """Unknown, duplicate or broken plugin."""
+
+
+class DataError(Advrp2kError):
+    """The data folder is missing, malformed or not RP2K."""
+
+
+class CheckpointError(Advrp2kError):
+    """A checkpoint cannot be trusted, read, or does not match the data."""
+
+
+class AttackContractError(Advrp2kError):
+    """An attack returned points outside the box or the eps-ball."""
+
+
+class IntegrityError(Advrp2kError):
+    """A FAIL-level evaluation integrity check failed: no entry is written."""
+
+
+class EntryValidationError(Advrp2kError):
+    """A leaderboard entry breaks the schema or a cross-field rule."""

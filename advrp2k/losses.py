@@ -1,0 +1,18 @@
+"""Per-example attack losses (summed by callers, so each example's gradient is its own)."""
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin: best wrong logit minus the true logit (positive = fooled)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.clone()
+    other.scatter_(1, y[:, None], float("-inf"))
+    return other.amax(1) - true
+
+
+LOSSES = {"ce": cross_entropy, "cw": margin}

@@ -1,0 +1,148 @@
+"""The shared trainer: SGD with step decay, resumable at any batch boundary.
+
+State (model, optimiser, scheduler, epoch, batch position, and every random generator) is
+checkpointed atomically at the end of each epoch and whenever SIGINT/SIGTERM asks to stop.
+Re-running the same job resumes from the newest readable checkpoint; a corrupt or truncated
+one is named in the log and the previous good one is used. A deterministic CPU run that is
+interrupted and resumed ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ._io import atomic_write
+from .defense_base import TrainingDefense
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings shared by every training-time defense (the paper's Sec. 4.1)."""
+
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_decay_every: int = 4  # divide lr by 10 every this many epochs (paper: 50 of 150)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a stop signal, once the safe-point checkpoint is on disk."""
+
+
+@contextmanager
+def stop_on_signals():
+    """Turn SIGINT/SIGTERM into a flag checked at batch boundaries (main thread only)."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda *_: flag.set())
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _optimizer(model: nn.Module, st: TrainSettings):
+    opt = torch.optim.SGD(model.parameters(), lr=st.lr, momentum=st.momentum, weight_decay=st.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, st.lr_decay_every), gamma=0.1)
+    return opt, sched
+
+
+def _save_state(run_dir: Path, model, opt, sched, epoch: int, batch: int, gens: dict) -> Path:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "epoch": epoch, "batch": batch, "rng": {k: g.get_state() for k, g in gens.items()}}
+    path = run_dir / f"state-e{epoch:04d}-b{batch:06d}.pt"
+    atomic_write(path, lambda f: torch.save(state, f))
+    for old in sorted(run_dir.glob("state-*.pt"))[:-2]:  # keep the newest two
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _load_latest_state(run_dir: Path) -> dict | None:
+    for path in sorted(run_dir.glob("state-*.pt"), reverse=True):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            log.warning("training checkpoint %s is corrupt or truncated (%s); using the previous one",
+                        path.name, type(exc).__name__)
+    return None
+
+
+def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.Tensor,
+          settings: TrainSettings, run_dir: str | Path, device: torch.device,
+          progress: Callable | None = None) -> nn.Module:
+    """Train ``model`` in place with ``defense``'s loss on uint8 images ``x`` and labels ``y``.
+
+    Args:
+        run_dir: folder for resumable state; the same folder resumes the same job.
+        progress: optional tqdm-like factory for a per-epoch bar.
+
+    Raises:
+        TrainingInterrupted: after SIGINT/SIGTERM, with a checkpoint saved.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    opt, sched = _optimizer(model, settings)
+    gens = {"shuffle": torch.Generator().manual_seed(settings.seed),
+            "defense": torch.Generator().manual_seed(settings.seed + 1)}
+    epoch, start_batch = 0, 0
+    state = _load_latest_state(run_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        epoch, start_batch = state["epoch"], state["batch"]
+        for k, g in gens.items():
+            g.set_state(state["rng"][k])
+        log.info("resuming training at epoch %d, batch %d", epoch, start_batch)
+    with stop_on_signals() as stop:
+        while epoch < settings.epochs:
+            epoch_gen_state = gens["shuffle"].get_state()
+            order = torch.randperm(len(x), generator=gens["shuffle"])
+            batches = list(order.split(settings.batch_size))
+            model.train()
+            bar = progress(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{settings.epochs}",
+                           leave=False) if progress else None
+            for b in range(start_batch, len(batches)):
+                if stop.is_set():
+                    gens["shuffle"].set_state(epoch_gen_state)  # the permutation is redrawn on resume
+                    _save_state(run_dir, model, opt, sched, epoch, b, gens)
+                    raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, batch {b}; re-run to resume")
+                idx = batches[b]
+                xb, yb = x[idx].to(device).float().div_(255), y[idx].to(device)
+                loss = defense.training_loss(model, xb, yb, gens["defense"])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            if bar is not None:
+                bar.close()
+            sched.step()
+            epoch, start_batch = epoch + 1, 0
+            _save_state(run_dir, model, opt, sched, epoch, 0, gens)
+    model.eval()
+    return model

@@ -1,0 +1,14 @@
+"""Regular (undefended) training: cross-entropy on clean images. The paper's baseline."""
+import torch.nn.functional as F
+
+from advrp2k._registry import register_defense
+from advrp2k.defense_base import TrainingDefense
+
+
+@register_defense("standard")
+class StandardTraining(TrainingDefense):
+    paper_id = "Standard"
+    needs_eps = False
+
+    def training_loss(self, model, x, y, generator):
+        return F.cross_entropy(model(x), y)
