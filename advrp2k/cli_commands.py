@@ -97,9 +97,10 @@ def format_entry(entry: dict) -> str:
 def train_cmd(**kw):
     """Train (or reuse) a defended model without evaluating it; print the checkpoint path."""
     from .models import resolve_device
-    from .pipeline import get_model, prepare
+    from .pipeline import _defense, get_model, prepare
 
     job = _make_job(**kw)
+    _defense(job)
     prep = prepare(job)
     _, path, record, wall = get_model(job, prep, resolve_device(job.device))
     state = "reused cached model" if wall is None else f"trained in {wall:.0f} s"

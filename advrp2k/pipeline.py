@@ -155,6 +155,7 @@ def default_attacks(protocol: Protocol) -> list[AttackSpec]:
 def run_eval(job: Job) -> dict:
     """Train or load, evaluate, write the leaderboard entry; return it with its path."""
     device = resolve_device(job.device)
+    _defense(job)  # unknown names and bad options fail before any data work
     prep = prepare(job)
     model, ckpt, record, train_wall = get_model(job, prep, device)
     x, y = load_split(prep.scan, "test", prep.image_size, progress=job.progress)
