@@ -28,8 +28,10 @@ BUILTIN_MODULES = (
     "advrp2k.data.synth",
     "advrp2k.models",
     "advrp2k.attacks.pgd",
+    "advrp2k.attacks.fgsm",
     "advrp2k.defenses.standard",
     "advrp2k.defenses.madry",
+    "advrp2k.defenses.fast_fgsm",
 )
 
 

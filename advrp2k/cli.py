@@ -12,6 +12,7 @@ import click
 from . import _registry
 from ._eps import parse_eps, parse_eps_list
 from .errors import Advrp2kError, UsageError
+from .training import TrainingInterrupted
 
 EXIT_USAGE = 2
 
@@ -76,6 +77,9 @@ class Advrp2kGroup(click.Group):
         except UsageError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
+        except TrainingInterrupted as exc:
+            click.echo(f"Interrupted: {exc}", err=True)
+            sys.exit(130)
         except Advrp2kError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)

@@ -13,13 +13,15 @@ from .evaluator import AttackSpec
 from .protocols import PROTOCOLS, get_protocol
 
 
-def _job_options(f):
-    """Options shared by train and eval (defaults from the protocol)."""
-    opts = [
-        click.option("--defense", required=True, help="Defense plugin name (advrp2k list defenses)."),
-        click.option("--eps", type=EpsType(), help="The defense's training budget: k/255 or a float in (0, 1]."),
-        click.option("--defense-arg", "defense_args", multiple=True, metavar="KEY=VALUE",
-                     help="Option passed to the defense plugin (repeatable), e.g. steps=10."),
+def _apply(f, opts):
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _data_options(f):
+    """Options shared by every command that trains or evaluates (defaults from the protocol)."""
+    return _apply(f, [
         click.option("--data", type=click.Path(path_type=Path), help="Your RP2K download (any of its three levels)."),
         click.option("--dataset", help="Dataset plugin; default rp2k with --data, else rp2k_synth (synthetic)."),
         click.option("--protocol", default="quick", show_default=True, type=click.Choice(sorted(PROTOCOLS)),
@@ -27,17 +29,24 @@ def _job_options(f):
         click.option("--arch", help="Architecture (advrp2k list archs); default from the protocol."),
         click.option("--epochs", type=click.IntRange(min=1), help="Training epochs; default from the protocol."),
         click.option("--image-size", type=click.IntRange(min=8), help="Square input size in pixels."),
-        click.option("--checkpoint", type=click.Path(path_type=Path), help="Use this trained model instead of training."),
         click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
         click.option("--seed", default=0, show_default=True, type=int),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    ])
 
 
-def _make_job(defense, eps, defense_args, data, dataset, protocol, arch, epochs, image_size, checkpoint, device,
-              seed, **extra):
+def _job_options(f):
+    """Options of train and eval: the data options plus the defense."""
+    return _apply(_data_options(f), [
+        click.option("--defense", required=True, help="Defense plugin name (advrp2k list defenses)."),
+        click.option("--eps", type=EpsType(), help="The defense's training budget: k/255 or a float in (0, 1]."),
+        click.option("--defense-arg", "defense_args", multiple=True, metavar="KEY=VALUE",
+                     help="Option passed to the defense plugin (repeatable), e.g. steps=10."),
+        click.option("--checkpoint", type=click.Path(path_type=Path), help="Use this trained model instead of training."),
+    ])
+
+
+def _make_job(data, dataset, protocol, arch, epochs, image_size, device, seed, defense="standard", eps=None,
+              defense_args=(), checkpoint=None, **extra):
     from .pipeline import Job
 
     if data is not None and not data.exists():
@@ -147,3 +156,109 @@ def inspect_cmd(path, as_json, no_cache):
     if len(s["problems"]) > 50:
         click.echo(f"  ... {len(s['problems']) - 50} more (use --json for all)")
     click.echo(f"fingerprint: {s['fingerprint']}")
+
+
+@cli.group("reproduce")
+def reproduce_group():
+    """Reproduce results of the RP2K paper."""
+
+
+@reproduce_group.command("table5")
+@_data_options
+@click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
+@click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
+def table5_cmd(n_examples, leaderboard, **kw):
+    """Train (or reuse) the regular, Madry 4/255 and Madry 8/255 models; evaluate; compare with the paper.
+
+    Writes LEADERBOARD/table5.json, LEADERBOARD/table5.md and one entry per row. Re-running
+    resumes: finished training and finished rows are reused.
+    """
+    from .table5 import reproduce
+
+    job = _make_job(**kw, n_examples=n_examples, leaderboard=leaderboard)
+    table = reproduce(job, log=lambda m: click.echo(m, err=True))
+    click.echo((leaderboard / "table5.md").read_text(encoding="utf-8"))
+    click.echo(f"wrote {leaderboard / 'table5.json'} and {leaderboard / 'table5.md'}")
+
+
+@cli.group("plugins", invoke_without_command=True)
+@click.pass_context
+def plugins_group(ctx):
+    """List every plugin with the distribution and version that provides it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    for kind, reg in _registry.REGISTRIES.items():
+        for name in reg.names():
+            info = reg.info(name)
+            click.echo(f"{kind[:-1]:<8} {name:<14} {info.distribution} {info.version}  ({info.module})")
+    for msg in _registry.load_failures().values():
+        click.echo(f"broken   {msg}")
+
+
+@plugins_group.command("check")
+@click.argument("name")
+@click.option("--eps", default="8/255", show_default=True, help="Training budget passed to the defense.")
+def plugins_check_cmd(name, eps):
+    """Run the plugin contract checks on defense NAME (tiny data, seconds on a CPU)."""
+    from .testing import check_defense
+
+    _registry.DEFENSES.info(name)
+    results = check_defense(name, eps)
+    for r in results:
+        click.echo(f"{'PASS' if r.passed else 'FAIL'}  {r.check}" + ("" if r.passed else f": {r.detail}"))
+    if not all(r.passed for r in results):
+        raise SystemExit(1)
+
+
+@cli.group("leaderboard")
+def leaderboard_group():
+    """Validate entries and build the leaderboard."""
+
+
+@leaderboard_group.command("validate")
+@click.argument("leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"))
+def validate_cmd(leaderboard):
+    """Check every entry under LEADERBOARD/entries against the schema and cross-field rules."""
+    from .leaderboard import load_entries
+
+    if not (leaderboard / "entries").is_dir():
+        raise UsageError(f"{leaderboard}/entries does not exist: pass the leaderboard folder")
+    entries, problems = load_entries(leaderboard)
+    for p in problems:
+        click.echo(p)
+    click.echo(f"{len(entries)} valid entries, {len(problems)} problems")
+    if problems:
+        raise SystemExit(1)
+
+
+@cli.command("submit")
+@_job_options
+@click.option("--name", required=True, help="Display name of the defense.")
+@click.option("--authors", required=True)
+@click.option("--link", required=True, help="https:// link to the paper or code.")
+@click.option("--venue", default=None)
+@click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
+def submit_cmd(name, authors, link, venue, leaderboard, **kw):
+    """Evaluate under the leaderboard's fixed protocol and write the validated entry to send as a pull request.
+
+    The fixed protocol: the default attack suite at 4/255 and 8/255 on the whole test split.
+    """
+    import datetime
+
+    from . import _version
+    from .leaderboard import validate_entry, write_entry
+    from .pipeline import run_eval
+
+    if not link.startswith("https://"):
+        raise UsageError(f"--link must be an https:// URL (got {link!r})")
+    job = _make_job(**kw, leaderboard=leaderboard)
+    out = run_eval(job)
+    entry = {**out["entry"], "name": name, "authors": authors, "link": link,
+             "submitted": {"tool": "advrp2k submit", "advrp2k_version": _version.__version__,
+                           "date": datetime.date.today().isoformat()}}
+    if venue:
+        entry["venue"] = venue
+    validate_entry(entry)
+    path = write_entry(leaderboard, entry)
+    click.echo(format_entry(entry))
+    click.echo(f"\nwrote {path}\nSubmit it: open a pull request that adds this file to the advrp2k leaderboard.")

@@ -7,6 +7,7 @@ venue, footnote) survive re-evaluation.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -15,15 +16,14 @@ from ._io import read_json, write_json
 from .errors import EntryValidationError
 
 SCHEMA_VERSION = 1
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
-REQUIRED = {"model_id", "dataset", "synthetic", "threat_model", "defense", "arch", "clean_acc", "robust_acc",
-            "attacks", "n_examples", "reproducibility"}
-OPTIONAL = {"schema_version", "data", "train_eps", "train_eps_label", "defense_config", "plugins", "top5_acc",
-            "eps", "per_group", "flags", "unreliable", "date", "autoattack_acc", "per_attack",
-            # written by hand or by `advrp2k submit`:
-            "name", "authors", "link", "venue", "footnote", "paper_reported", "submitted"}
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+SCHEMA = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+SAFE_ID = re.compile(SCHEMA["$defs"]["safe_id"]["pattern"])
+REQUIRED = set(SCHEMA["required"])
+KNOWN = set(SCHEMA["properties"])
 HAND_FIELDS = {"name", "authors", "link", "venue", "footnote", "submitted"}
 LINK_FIELDS = ("link",)
+CUSTOM_CHECKED = {"clean_acc", "robust_acc", "link", "model_id", "dataset"}
 
 
 def entry_path(leaderboard: str | Path, entry: dict) -> Path:
@@ -88,8 +88,9 @@ def entry_problems(entry: dict, where: str = "entry") -> list[str]:
     """Every schema and cross-field problem of ``entry``, one message each naming the field."""
     if not isinstance(entry, dict):
         return [f"{where}: an entry must be a JSON object"]
-    out = [_problem(k, "unknown field", where) for k in sorted(set(entry) - REQUIRED - OPTIONAL)]
+    out = [_problem(k, "unknown field", where) for k in sorted(set(entry) - KNOWN)]
     out += [_problem(k, "missing", where) for k in sorted(REQUIRED - set(entry))]
+    out += _schema_problems(entry, where)
     model_id = entry.get("model_id")
     if not isinstance(model_id, str) or not SAFE_ID.match(model_id) or ".." in model_id:
         out.append(_problem("model_id", f"{model_id!r} is not safe as a file name (letters, digits, _ . + -)", where))
@@ -102,6 +103,21 @@ def entry_problems(entry: dict, where: str = "entry") -> list[str]:
             out.append(_problem(key, f"links must start with https:// (got {entry[key]!r})", where))
     if "synthetic" in entry and not isinstance(entry["synthetic"], bool):
         out.append(_problem("synthetic", "must be true or false", where))
+    return out
+
+
+def _schema_problems(entry: dict, where: str) -> list[str]:
+    """JSON Schema errors other than unknown/missing fields (reported above, one per field)."""
+    import jsonschema
+
+    out = []
+    for err in jsonschema.Draft202012Validator(SCHEMA).iter_errors(entry):
+        if err.validator in ("additionalProperties", "required") and not err.path:
+            continue
+        field = ".".join(str(p) for p in err.absolute_path) or "(entry)"
+        if field.split(".")[0] in CUSTOM_CHECKED:
+            continue  # these fields get a clearer message from the cross-field checks
+        out.append(_problem(field, err.message[:200], where))
     return out
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from ._io import atomic_write
 from .defense_base import TrainingDefense
+from .errors import Advrp2kError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class TrainSettings:
         return asdict(self)
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(Advrp2kError):
     """Raised after a stop signal, once the safe-point checkpoint is on disk."""
 
 

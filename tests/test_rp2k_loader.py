@@ -86,3 +86,14 @@ def test_synthetic_dataset_is_read_by_the_same_loader(tiny_synth):
     assert len(scan.classes) == 8 and scan.problems == []
     assert set(scan.attributes[scan.classes[0]]) >= {"product_type", "shape", "brand", "size", "flavour"}
     assert scan.summary()["skus_only_in"]["train"] == 1
+
+
+def test_large_split_streams_with_identical_pixels(tiny_synth):
+    from advrp2k.data.rp2k import LazyImages
+
+    scan = scan_rp2k(tiny_synth)
+    x, y = load_split(scan, "test", 16)
+    lazy, y2 = load_split(scan, "test", 16, max_bytes=10)
+    assert isinstance(lazy, LazyImages) and torch.equal(y, y2) and len(lazy) == len(x)
+    idx = torch.tensor([3, 0, 5])
+    assert torch.equal(lazy[idx], x[idx]) and torch.equal(lazy[:4][torch.tensor([1])], x[1:2])

@@ -249,17 +249,16 @@ def read_attributes(path: str | Path) -> dict[str, dict[str, str]]:
 
 
 def load_split(scan: Rp2kScan, split: str, image_size: int, progress: Callable | None = None,
-               max_bytes: int = 2 << 30) -> tuple[torch.Tensor, torch.Tensor]:
+               max_bytes: int = 2 << 30) -> tuple[torch.Tensor | LazyImages, torch.Tensor]:
     """Decode a split into uint8 ``(N, 3, S, S)`` images and int64 labels, cached on disk.
 
     Eval transforms end at ToTensor(): resize only, no normalisation, no augmentation.
-    Large splits that would not fit in ``max_bytes`` raise; use ``Rp2kImages`` for those.
+    A split larger than ``max_bytes`` comes back as ``LazyImages``, decoded batch by batch.
     """
     items = scan.samples.get(split, [])
-    need = len(items) * 3 * image_size * image_size
-    if need > max_bytes:
-        raise DataError(f"the {split} split at {image_size}px needs {need / 2**30:.1f} GiB in memory; "
-                        f"use a smaller --image-size or the streaming Rp2kImages dataset")
+    y = torch.tensor([label for _, label in items], dtype=torch.int64)
+    if len(items) * 3 * image_size * image_size > max_bytes:
+        return LazyImages(scan, split, image_size), y
     cache_file = cache_dir("tensors") / f"{scan.fingerprint[:24]}_{split}_{image_size}.pt"
     if cache_file.is_file():
         try:
@@ -271,7 +270,6 @@ def load_split(scan: Rp2kScan, split: str, image_size: int, progress: Callable |
     iterator = progress(items, total=len(items), desc=f"loading {split}") if progress else items
     for i, (rel, _) in enumerate(iterator):
         x[i] = _resize_to_tensor(decode_image(Path(scan.root) / rel)[0], image_size)
-    y = torch.tensor([label for _, label in items], dtype=torch.int64)
     from .._io import atomic_write
 
     atomic_write(cache_file, lambda f: torch.save({"x": x, "y": y}, f))
@@ -283,18 +281,35 @@ def _resize_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-class Rp2kImages(torch.utils.data.Dataset):
-    """Streaming float images in [0, 1] for splits too large to hold in memory (real RP2K at 224px)."""
+class LazyImages:
+    """A split too large for memory (real RP2K at 224 px), indexed like a uint8 tensor.
 
-    def __init__(self, scan: Rp2kScan, split: str, image_size: int):
+    ``images[idx]`` decodes those files (in a thread pool: Pillow releases the GIL while
+    decoding) and returns ``(len(idx), 3, S, S)`` uint8, so the trainer and the evaluator
+    treat it exactly like an in-memory split.
+    """
+
+    def __init__(self, scan: Rp2kScan, split: str, image_size: int, workers: int | None = None):
         self.root, self.items, self.size = Path(scan.root), scan.samples[split], image_size
+        self.workers = workers or min(16, os.cpu_count() or 1)
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i):
-        rel, label = self.items[i]
-        return _resize_to_tensor(decode_image(self.root / rel)[0], self.size).float() / 255, label
+    def _one(self, i: int) -> torch.Tensor:
+        return _resize_to_tensor(decode_image(self.root / self.items[i][0])[0], self.size)
+
+    def __getitem__(self, idx):
+        from concurrent.futures import ThreadPoolExecutor
+
+        if isinstance(idx, slice):  # a sub-split, still lazy
+            part = object.__new__(LazyImages)
+            part.__dict__ = {**self.__dict__, "items": self.items[idx]}
+            return part
+
+        ids = [int(i) for i in (idx.tolist() if isinstance(idx, torch.Tensor) else idx)]
+        with ThreadPoolExecutor(self.workers) as pool:
+            return torch.stack(list(pool.map(self._one, ids)))
 
 
 def scan_to_json(scan: Rp2kScan) -> str:

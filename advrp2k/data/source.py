@@ -24,7 +24,7 @@ class Rp2kDataset:
     """The real RP2K release (Peng et al. 2020), from a folder the user downloaded."""
 
     synthetic = False
-    default_image_size = 224
+    default_image_size = 64  # quick protocol; --protocol paper uses 224
 
     def prepare(self, data: str | Path | None, progress=None) -> DataSource:
         if data is None:

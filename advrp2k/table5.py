@@ -1,0 +1,116 @@
+"""``advrp2k reproduce table5``: the paper's Table 5, measured, beside the paper's numbers."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from pathlib import Path
+
+from ._eps import parse_eps
+from ._io import write_json, write_text
+from .evaluator import AttackSpec
+from .pipeline import Job, default_attacks, run_eval
+
+EPS_LABELS = ("4/255", "8/255")
+#: Table 5 of Peng et al. 2020 (ResNet-34 on RP2K), as fractions.
+PAPER = {
+    ("standard", None): {"clean_acc": 0.9518, "robust_acc": {"4/255": 0.0, "8/255": 0.0}},
+    ("madry", "4/255"): {"clean_acc": 0.4014, "robust_acc": {"4/255": 0.1235, "8/255": 0.0}},
+    ("madry", "8/255"): {"clean_acc": 0.2090, "robust_acc": {"4/255": 0.1174, "8/255": 0.0526}},
+}
+ROW_NAMES = {("standard", None): "Regular", ("madry", "4/255"): "Adv. Train (eps = 4/255)",
+             ("madry", "8/255"): "Adv. Train (eps = 8/255)"}
+
+
+def reproduce(base: Job, log=lambda msg: None) -> dict:
+    """Train (or reuse) and evaluate the three models; write table5.json and table5.md.
+
+    Every row is also written as a normal leaderboard entry. A row whose entry already
+    matches the model, data and attack configuration is not evaluated again.
+    """
+    attacks = base.attacks or default_attacks(base.protocol)
+    eps_list = [parse_eps(e) for e in EPS_LABELS]
+    rows, entries = [], []
+    for defense, eps in PAPER:
+        log(f"row {ROW_NAMES[(defense, eps)]}")
+        job = dataclasses.replace(base, defense=defense, eps=parse_eps(eps) if eps else None, attacks=attacks,
+                                  attack_eps=eps_list, reuse_entry=True)
+        out = run_eval(job)
+        entry = out["entry"]
+        entries.append(entry)
+        rows.append({"name": ROW_NAMES[(defense, eps)], "defense": defense, "train_eps": eps,
+                     "model_id": entry["model_id"], "entry": out["path"], "reused": out.get("reused", False),
+                     "measured": {"clean_acc": entry["clean_acc"], "robust_acc": entry["robust_acc"]},
+                     "paper": PAPER[(defense, eps)], "per_group": entry.get("per_group", {}),
+                     "flags": entry.get("flags", [])})
+    first = entries[0]
+    table = {"rows": rows, "claims": claims(rows), "protocol": base.protocol.to_dict(),
+             "dataset": {"name": first["dataset"], "synthetic": first["synthetic"], **first["data"]},
+             "attack": {"suite": [a.name for a in attacks], "configs": first["attacks"]},
+             "date": datetime.date.today().isoformat()}
+    out_dir = Path(base.leaderboard)
+    write_json(out_dir / "table5.json", table)
+    write_text(out_dir / "table5.md", render_markdown(table))
+    return table
+
+
+def claims(rows: list[dict]) -> list[dict]:
+    """The paper's qualitative claims, checked on the measured rows."""
+    m = {(r["defense"], r["train_eps"]): r["measured"] for r in rows}
+    std, m4, m8 = m[("standard", None)], m[("madry", "4/255")], m[("madry", "8/255")]
+    return [
+        {"claim": "the regular model is almost always fooled (robust accuracy <= 10 % at 4/255 and 8/255)",
+         "holds": all(std["robust_acc"][e] <= 0.10 for e in EPS_LABELS)},
+        {"claim": "adversarial training buys some robustness (each Madry model beats the regular one at its "
+                  "training eps by >= 10 points)",
+         "holds": m4["robust_acc"]["4/255"] >= std["robust_acc"]["4/255"] + 0.10
+         and m8["robust_acc"]["8/255"] >= std["robust_acc"]["8/255"] + 0.10},
+        {"claim": "adversarial training costs clean accuracy (both Madry models below the regular model)",
+         "holds": m4["clean_acc"] < std["clean_acc"] and m8["clean_acc"] < std["clean_acc"]},
+        {"claim": "training at 8/255 gives at least the robustness at 8/255 of training at 4/255",
+         "holds": m8["robust_acc"]["8/255"] >= m4["robust_acc"]["8/255"]},
+    ]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def render_markdown(table: dict) -> str:
+    ds = table["dataset"]
+    kind = "synthetic, so these are not RP2K results" if ds["synthetic"] else "real RP2K data"
+    lines = ["# Table 5, reproduced by advrp2k", "",
+             f"Data: {ds['description']} [{kind}]; {ds['n_classes']} classes, fingerprint `{ds['fingerprint'][:16]}`.",
+             f"Protocol: `{table['protocol']['name']}` ({table['protocol']['arch']}, {table['protocol']['epochs']} epochs). "
+             f"Attack: {', '.join(table['attack']['suite'])} "
+             f"({table['attack']['configs'][0].get('steps', '?')} steps) at 4/255 and 8/255.", "",
+             "| model | clean (measured) | clean (paper) | 4/255 (measured) | 4/255 (paper) | 8/255 (measured) | 8/255 (paper) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in table["rows"]:
+        me, pa = r["measured"], r["paper"]
+        lines.append(f"| {r['name']} | {_pct(me['clean_acc'])} | {_pct(pa['clean_acc'])} | "
+                     + " | ".join(f"{_pct(me['robust_acc'][e])} | {_pct(pa['robust_acc'][e])}" for e in EPS_LABELS) + " |")
+    held = [c for c in table["claims"] if c["holds"]]
+    lines += ["", f"The paper's qualitative claims on this data: {len(held)} of {len(table['claims'])} hold.", ""]
+    lines += [f"- {'holds' if c['holds'] else 'does NOT hold'}: {c['claim']}" for c in table["claims"]]
+    lines += _group_tables(table)
+    return "\n".join(lines) + "\n"
+
+
+def _group_tables(table: dict) -> list[str]:
+    out = []
+    for key, title in (("product_type", "product type"), ("shape", "shape")):
+        groups = sorted({g for r in table["rows"] for g in r["per_group"].get(key, {})})
+        if not groups:
+            continue
+        out += ["", f"## Per {title} (clean / 4/255 / 8/255)", "",
+                "| " + title + " | " + " | ".join(r["name"] for r in table["rows"]) + " |",
+                "| --- |" + " ---: |" * len(table["rows"])]
+        for g in groups:
+            cells = []
+            for r in table["rows"]:
+                v = r["per_group"].get(key, {}).get(g)
+                cells.append("n/a" if v is None else
+                             f"{100 * v['clean_acc']:.1f} / {100 * v['robust_acc']['4/255']:.1f} / "
+                             f"{100 * v['robust_acc']['8/255']:.1f} (n={v['n']})")
+            out.append(f"| {g} | " + " | ".join(cells) + " |")
+    return out

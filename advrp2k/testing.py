@@ -1,0 +1,107 @@
+"""Contract checks for plugin authors: ``advrp2k plugins check NAME`` runs them, and a plugin's
+own test suite can call them directly::
+
+    from advrp2k.testing import check_defense
+    assert all(r.passed for r in check_defense("mydefense", eps="8/255"))
+
+Each check trains or wraps a tiny model on tiny synthetic data (seconds on a CPU).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._eps import parse_eps
+from ._registry import DEFENSES
+from .checks import state_digest
+from .defense_base import TestTimeDefense, TrainingDefense, create_defense
+from .models import create_model
+from .training import TrainSettings, train
+
+
+@dataclass
+class CheckResult:
+    check: str
+    passed: bool
+    detail: str = ""
+
+
+def _tiny_data(n: int = 48, classes: int = 4, size: int = 16, seed: int = 0):
+    """Train and test splits of separable random images (no image in both splits)."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(classes, 3, size, size, generator=g)
+    y = torch.randint(0, classes, (2 * n,), generator=g)
+    x = (protos[y] * 0.7 + 0.3 * torch.rand(2 * n, 3, size, size, generator=g)).mul(255).to(torch.uint8)
+    return (x[:n], y[:n]), (x[n:], y[n:])
+
+
+def _row_hashes(x: torch.Tensor) -> set[str]:
+    return {hashlib.sha256(row.contiguous().numpy().tobytes()).hexdigest() for row in x.cpu()}
+
+
+class _LeakWatch(TrainingDefense):
+    """Wraps a training defense and records every image it is handed."""
+
+    def __init__(self, inner: TrainingDefense):
+        self.inner, self.seen = inner, set()
+
+    def training_loss(self, model, x, y, generator):
+        self.seen |= _row_hashes((x * 255).round().to(torch.uint8))
+        return self.inner.training_loss(model, x, y, generator)
+
+
+def build_checked_model(name: str, eps, train_data, classes: int) -> tuple[nn.Module, set]:
+    """Train (or wrap) a tiny model with defense ``name``; return it and the images training saw."""
+    info = DEFENSES.info(name)
+    eps_obj = parse_eps(eps) if (eps is not None and getattr(info.obj, "needs_eps", True)) else None
+    defense = create_defense(name, eps=eps_obj)
+    base = create_defense(defense.base_defense) if isinstance(defense, TestTimeDefense) else defense
+    watch = _LeakWatch(base)
+    torch.manual_seed(0)
+    model = create_model("smallcnn", classes, width=4)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train(model, watch, *train_data, TrainSettings(epochs=2, batch_size=16), tmp, torch.device("cpu"))
+    if isinstance(defense, TestTimeDefense):
+        model = defense.wrap(model)
+    return model.eval(), watch.seen
+
+
+def check_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) -> list[CheckResult]:
+    """The model-side contract: shape, determinism, eval mode, usable gradients."""
+    out = []
+    model.eval()
+    digest = state_digest(model)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    out.append(CheckResult("output shape", a.shape == (len(x), classes), f"got {tuple(a.shape)}, want ({len(x)}, {classes})"))
+    out.append(CheckResult("deterministic forward", torch.allclose(a, b, atol=1e-5),
+                           f"two passes differ by {(a - b).abs().max():.3g}"))
+    out.append(CheckResult("eval mode respected", state_digest(model) == digest and not model.training,
+                           "forward passes in eval mode changed the model's state"))
+    xg = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(xg), y), xg, allow_unused=True)
+    ok = grad is not None and bool(torch.isfinite(grad).all()) and float((grad.flatten(1).abs().amax(1) > 0).float().mean()) > 0.5
+    out.append(CheckResult("gradients usable", ok, "input gradients are missing, non-finite or mostly zero"))
+    return out
+
+
+def check_defense(name: str, eps: str | None = "8/255") -> list[CheckResult]:
+    """Run every contract check on defense ``name``; returns one result per check."""
+    classes = 4
+    (xtr, ytr), (xte, yte) = _tiny_data(classes=classes)
+    try:
+        model, seen = build_checked_model(name, eps, (xtr, ytr), classes)
+    except Exception as exc:  # the check reports the plugin's failure instead of crashing
+        return [CheckResult("trains or wraps a model", False, f"{type(exc).__name__}: {exc}")]
+    results = [CheckResult("trains or wraps a model", True)]
+    results += check_model(model, xte.float() / 255, yte, classes)
+    leaked = len(seen & _row_hashes(xte))
+    results.append(CheckResult("no test images seen in training", leaked == 0,
+                               f"{leaked} evaluation images reached the training loss"))
+    return results

@@ -1,0 +1,50 @@
+"""Fast gradient sign method, l_inf (Goodfellow et al. 2015, "Explaining and Harnessing
+Adversarial Examples", arXiv:1412.6572).
+
+Args (defaults):
+    eps: l_inf budget in [0, 1] pixel units (required).
+    step_size: eps when None (the classic single full step).
+    random_start: False; True starts at a uniform point of the ball, as in Wong et al. 2020.
+    loss: ``"ce"`` or ``"cw"``.
+    seed: 0.
+
+One forward at the start point, one input gradient, one forward at the end point; an example
+counts as fooled if either point fools the model.
+"""
+from __future__ import annotations
+
+import torch
+
+from advrp2k._registry import register_attack
+from advrp2k.attack_base import Attack, AttackResult, project_linf, random_start
+from advrp2k.losses import LOSSES
+
+
+@register_attack("fgsm")
+class FGSM(Attack):
+    def __init__(self, eps, step_size: float | None = None, random_start: bool = False, loss: str = "ce",
+                 seed: int = 0):
+        super().__init__(eps, seed)
+        if loss not in LOSSES:
+            raise ValueError(f"unknown FGSM loss {loss!r}: use one of {sorted(LOSSES)}")
+        self.step_size = float(step_size) if step_size is not None else self.eps.value
+        self.random_start, self.loss = bool(random_start), loss
+
+    def config(self) -> dict:
+        return {**super().config(), "name": "fgsm", "step_size": self.step_size,
+                "random_start": self.random_start, "loss": self.loss}
+
+    def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
+        eps = self.eps.value
+        start = init if init is not None else (random_start(x, eps, generator) if self.random_start else x)
+        xa = start.clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xa)
+            grad, = torch.autograd.grad(LOSSES[self.loss](logits, y).sum(), xa)
+        fooled_start = logits.argmax(1) != y
+        stepped = project_linf(xa.detach() + self.step_size * grad.sign(), x, eps)
+        with torch.no_grad():
+            fooled_end = model(stepped).argmax(1) != y
+        # Keep the fooling point: the end point if it fools, else the start point if that did.
+        out = torch.where((fooled_start & ~fooled_end)[:, None, None, None], start, stepped)
+        return AttackResult(out, fooled_start | fooled_end, forwards=2 * len(x), backwards=len(x))

@@ -1,0 +1,122 @@
+"""Third-party plugin discovery, the autoload switch, -p, broken plugins, contract checks."""
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import EntryPoint
+
+import pytest
+from click.testing import CliRunner
+
+from advrp2k import _registry
+from advrp2k.cli import cli, parse_key_values
+from advrp2k.testing import check_defense
+
+PLUGIN = textwrap.dedent('''
+    import torch.nn.functional as F
+    from advrp2k import TrainingDefense, register_defense
+
+    @register_defense("{name}")
+    class Demo(TrainingDefense):
+        needs_eps = False
+        def training_loss(self, model, x, y, generator):
+            return F.cross_entropy(model(x), y)
+''')
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "demo_plugin.py").write_text(PLUGIN.format(name="demo"))
+    (tmp_path / "broken_plugin.py").write_text("raise ImportError('needs libfoo')\n")
+    yield tmp_path
+    _registry.DEFENSES.unregister("demo")
+    for mod in ("demo_plugin", "broken_plugin"):
+        sys.modules.pop(mod, None)
+    _registry.reset_plugin_loading()
+
+
+def _use_entry_points(monkeypatch, *eps):
+    monkeypatch.setattr(_registry, "_entry_points", lambda: list(eps))
+    _registry.reset_plugin_loading()
+
+
+def test_entry_point_plugin_is_discovered(plugin_dir, monkeypatch):
+    _use_entry_points(monkeypatch, EntryPoint("demo", "demo_plugin", "advrp2k"))
+    assert "demo" in _registry.DEFENSES.names()
+
+
+def test_autoload_switch_skips_entry_points(plugin_dir, monkeypatch):
+    monkeypatch.setenv(_registry.AUTOLOAD_ENV, "1")
+    _use_entry_points(monkeypatch, EntryPoint("demo", "demo_plugin", "advrp2k"))
+    assert "demo" not in _registry.DEFENSES.names() and "madry" in _registry.DEFENSES.names()
+
+
+def test_broken_plugin_is_named_and_breaks_nothing_else(plugin_dir, monkeypatch):
+    _use_entry_points(monkeypatch, EntryPoint("broken", "broken_plugin", "advrp2k"),
+                      EntryPoint("demo", "demo_plugin", "advrp2k"))
+    assert "demo" in _registry.DEFENSES.names()
+    failures = _registry.load_failures()
+    assert "broken" in failures and "needs libfoo" in failures["broken"] and _registry.AUTOLOAD_ENV in failures["broken"]
+    result = CliRunner().invoke(cli, ["list", "defenses"])
+    assert result.exit_code == 0 and "demo" in result.output and "broken" in result.output
+    bad = CliRunner().invoke(cli, ["eval", "--defense", "broken"])
+    assert bad.exit_code == 1 and "needs libfoo" in bad.output
+
+
+def test_dash_p_loads_a_local_uninstalled_plugin(tmp_path):
+    (tmp_path / "my_local_defense.py").write_text(PLUGIN.format(name="local_demo"))
+    env = {**os.environ, "ADVRP2K_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", "from advrp2k.cli import main; main()", "-p", "my_local_defense",
+                          "plugins"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "local_demo" in out.stdout and "local (not installed)" in out.stdout
+    missing = subprocess.run([sys.executable, "-c", "from advrp2k.cli import main; main()", "-p", "nope_mod", "list"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "nope_mod" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_plugins_lists_distribution_and_version():
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0
+    assert any(line.split()[:3] == ["defense", "madry", "advrp2k"] for line in result.output.splitlines())
+
+
+def test_defense_args_are_parsed_as_literals_never_evaluated():
+    args = parse_key_values(["steps=2", "beta=6.0", "name=abc", "cmd=__import__('os').system('x')"])
+    assert args == {"steps": 2, "beta": 6.0, "name": "abc", "cmd": "__import__('os').system('x')"}
+
+
+@pytest.mark.parametrize("name", ["standard", "fast_fgsm"])
+def test_builtin_defenses_pass_the_contract(name):
+    results = check_defense(name, "8/255")
+    assert all(r.passed for r in results), [r for r in results if not r.passed]
+
+
+def test_contract_catches_a_nondeterministic_test_time_defense(plugin_dir):
+    (plugin_dir / "noisy_plugin.py").write_text(textwrap.dedent('''
+        import torch
+        from advrp2k import TestTimeDefense, register_defense
+
+        class Noisy(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+            def forward(self, x):
+                return self.m(x + 0.1 * torch.randn_like(x))
+
+        @register_defense("noisy")
+        class NoisyDefense(TestTimeDefense):
+            needs_eps = False
+            def wrap(self, model):
+                return Noisy(model)
+    '''))
+    import noisy_plugin  # noqa: F401
+
+    try:
+        results = {r.check: r.passed for r in check_defense("noisy")}
+        assert results["deterministic forward"] is False and results["output shape"] is True
+        cli_result = CliRunner().invoke(cli, ["plugins", "check", "noisy"])
+        assert cli_result.exit_code == 1 and "FAIL  deterministic forward" in cli_result.output
+    finally:
+        _registry.DEFENSES.unregister("noisy")
