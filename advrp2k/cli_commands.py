@@ -262,3 +262,18 @@ def submit_cmd(name, authors, link, venue, leaderboard, **kw):
     path = write_entry(leaderboard, entry)
     click.echo(format_entry(entry))
     click.echo(f"\nwrote {path}\nSubmit it: open a pull request that adds this file to the advrp2k leaderboard.")
+
+
+@leaderboard_group.command("build")
+@click.argument("leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"))
+@click.option("--out", type=click.Path(path_type=Path), help="Site folder (default LEADERBOARD/site).")
+def build_cmd(leaderboard, out):
+    """Generate LEADERBOARD/leaderboard.json and the static site from the entries."""
+    from .site import build_site
+
+    if not (leaderboard / "entries").is_dir():
+        raise UsageError(f"{leaderboard}/entries does not exist: run 'advrp2k eval' first or pass the leaderboard folder")
+    report = build_site(leaderboard, out)
+    for p in report["problems"]:
+        click.echo(f"skipped invalid entry: {p}", err=True)
+    click.echo(f"built {report['site']}/index.html from {report['entries']} entries")

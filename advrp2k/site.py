@@ -1,0 +1,167 @@
+"""``advrp2k leaderboard build``: the aggregate leaderboard.json and a static site, generated
+from the entries (never edited by hand). Jinja2 with autoescape; no CDN or network: every
+style and script is inlined, so the site opens from disk. Real-RP2K and synthetic results
+are separate tables, never ranked together; the paper's Table 5 rows are shown marked
+paper-reported and are not ranked.
+"""
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import jinja2
+
+from ._io import read_json, write_json, write_text
+from .leaderboard import load_entries
+from .table5 import EPS_LABELS, PAPER, ROW_NAMES
+
+TEMPLATES = Path(__file__).with_name("templates")
+EPS_VALUES = {"4/255": 4, "8/255": 8}
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.ChainableUndefined)
+    env.filters["pct"] = lambda x: f"{100 * x:.2f}" if isinstance(x, (int, float)) else ""
+    env.filters["safe_link"] = lambda u: u if isinstance(u, str) and u.startswith("https://") else None
+    return env
+
+
+def accuracy_svg(entry: dict, width: int = 360, height: int = 220) -> str:
+    """Accuracy versus eps as an inline SVG (clean at eps 0, then each robust eps)."""
+    pts = [(0.0, entry["clean_acc"])] + sorted(
+        (entry.get("eps", {}).get(k, _eps_float(k)) * 255, v) for k, v in entry["robust_acc"].items())
+    left, right, top, bottom = 48, 16, 16, 40
+    xmax = max(8.0, max(p[0] for p in pts))
+    sx = lambda e: left + (width - left - right) * e / xmax  # noqa: E731
+    sy = lambda a: top + (height - top - bottom) * (1 - a)  # noqa: E731
+    grid = "".join(f'<line x1="{left}" x2="{width - right}" y1="{sy(a):.1f}" y2="{sy(a):.1f}" class="grid"/>'
+                   f'<text x="{left - 6}" y="{sy(a) + 4:.1f}" text-anchor="end">{int(a * 100)}%</text>'
+                   for a in (0, .25, .5, .75, 1))
+    ticks = "".join(f'<text x="{sx(e):.1f}" y="{height - bottom + 16}" text-anchor="middle">{e:g}/255</text>'
+                    for e, _ in pts)
+    line = " ".join(f"{sx(e):.1f},{sy(a):.1f}" for e, a in pts)
+    dots = "".join(f'<circle cx="{sx(e):.1f}" cy="{sy(a):.1f}" r="4"><title>eps {e:g}/255: {100 * a:.2f}%</title></circle>'
+                   for e, a in pts)
+    return (f'<svg class="plot" role="img" aria-label="accuracy versus eps" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{grid}{ticks}'
+            f'<polyline points="{line}" class="curve"/>{dots}'
+            f'<text x="{(width + left) / 2}" y="{height - 6}" text-anchor="middle">l_inf eps</text></svg>')
+
+
+def _eps_float(label: str) -> float:
+    num, _, den = label.partition("/")
+    return float(num) / float(den or 1)
+
+
+def _card_path(entry: dict) -> str:
+    return f"entries/{entry['dataset']}/{entry['model_id']}.html"
+
+
+def _sections(entries: list[dict]) -> list[dict]:
+    """One ranked table per (dataset, threat model); real data first."""
+    keys = sorted({(e["dataset"], e["threat_model"], e["synthetic"]) for e in entries}, key=lambda k: (k[2], k[0]))
+    if not any(not k[2] for k in keys):
+        keys.insert(0, ("rp2k", "linf", False))  # the paper's rows have a home even before any real entry
+    out = []
+    for dataset, threat, synthetic in keys:
+        rows = [e for e in entries if (e["dataset"], e["threat_model"]) == (dataset, threat)]
+        rows.sort(key=lambda e: (-e["robust_acc"].get("8/255", 0), -e["clean_acc"]))
+        paper = _paper_rows() if dataset == "rp2k" and threat == "linf" else []
+        out.append({"dataset": dataset, "threat_model": threat, "synthetic": synthetic, "rows": rows, "paper": paper})
+    return out
+
+
+def _paper_rows() -> list[dict]:
+    return [{"name": ROW_NAMES[k], "defense": k[0], "train_eps": k[1], **v} for k, v in PAPER.items()]
+
+
+def _aggregate(entries: list[dict]) -> dict:
+    return {"schema_version": 1, "generated_by": "advrp2k leaderboard build",
+            "entries": [{"path": f"entries/{e['dataset']}/{e['threat_model']}/{e['model_id']}.json", **e} for e in entries],
+            "paper_table5": _paper_rows()}
+
+
+def readme_section(readme: Path, title: str) -> str:
+    """The markdown of one ``## title`` section of the README (empty if absent)."""
+    if not readme.is_file():
+        return ""
+    text = readme.read_text(encoding="utf-8")
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    return m.group(1).strip() if m else ""
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+
+
+def markdown_to_html(md: str) -> str:
+    """Just enough Markdown for the README's guide: paragraphs, numbered steps, fenced code.
+
+    Everything is escaped; numbered steps start a new paragraph; a fence's indentation is
+    removed from its code lines.
+    """
+    out: list[str] = []
+    para: list[str] = []
+    code: list[str] | None = None
+    indent = 0
+
+    def flush():
+        if para:
+            out.append(f"<p>{_inline(' '.join(para))}</p>")
+            para.clear()
+
+    for raw in md.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("```"):
+            if code is None:
+                flush()
+                code, indent = [], len(raw) - len(raw.lstrip())
+            else:
+                out.append(f"<pre><code>{html.escape(chr(10).join(code))}</code></pre>")
+                code = None
+        elif code is not None:
+            code.append(raw[indent:] if raw[:indent].isspace() else raw.lstrip())
+        elif not stripped:
+            flush()
+        else:
+            if re.match(r"^\d+\. ", stripped):
+                flush()
+            para.append(stripped)
+    flush()
+    return "\n".join(out)
+
+
+def build_site(leaderboard: str | Path, out: str | Path | None = None, readme: str | Path | None = None) -> dict:
+    """Write ``<leaderboard>/leaderboard.json`` and the site (default ``<leaderboard>/site``).
+
+    Returns:
+        ``{"entries": n, "problems": [...], "site": path}``; invalid entries are left out and reported.
+    """
+    leaderboard = Path(leaderboard)
+    out = Path(out) if out else leaderboard / "site"
+    entries, problems = load_entries(leaderboard)
+    write_json(leaderboard / "leaderboard.json", _aggregate(entries))
+    env = _env()
+    table5 = read_json(leaderboard / "table5.json") if (leaderboard / "table5.json").is_file() else None
+    sections = _sections(entries)
+    common = {"eps_labels": EPS_LABELS, "n_entries": len(entries)}
+    for e in entries:
+        e["_card"] = _card_path(e)
+    write_text(out / "index.html", env.get_template("index.html").render(
+        sections=sections, table5=table5, root=".", **common))
+    for e in entries:
+        write_text(out / e["_card"], env.get_template("card.html").render(
+            e=e, svg=accuracy_svg(e), root="../..", **common))
+    guide = readme_section(Path(readme) if readme else _default_readme(), "Write and submit a defense")
+    write_text(out / "submit.html", env.get_template("submit.html").render(
+        guide_html=markdown_to_html(guide), root=".", **common))
+    return {"entries": len(entries), "problems": problems, "site": str(out)}
+
+
+def _default_readme() -> Path:
+    here = Path(__file__).resolve().parents[1] / "README.md"
+    return here if here.is_file() else Path("README.md")
