@@ -29,6 +29,8 @@ BUILTIN_MODULES = (
     "advrp2k.models",
     "advrp2k.attacks.pgd",
     "advrp2k.attacks.fgsm",
+    "advrp2k.attacks.autoattack",
+    "advrp2k.attacks.square",
     "advrp2k.defenses.standard",
     "advrp2k.defenses.madry",
     "advrp2k.defenses.fast_fgsm",

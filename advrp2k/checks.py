@@ -71,3 +71,45 @@ def large_eps_flag(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_class
         return [{"check": "large-eps collapse", "detail": f"PGD at eps 0.5 leaves {acc:.1%} accuracy "
                  f"(expected <= {bound:.1%}): gradients may be masked"}]
     return []
+
+
+def random_search_flags(attacks, by_attack: dict, n: int) -> list[dict]:
+    """A gradient-free search must not fool clearly more examples than the gradient attacks."""
+    from ._registry import ATTACKS
+
+    kinds = [getattr(ATTACKS.get(spec.name), "gradient_free", False) for spec in attacks]
+    if all(kinds) or not any(kinds):
+        return []
+    masks = list(by_attack.values())
+    flags = []
+    for label in masks[0]:
+        white = torch.stack([m[label] for m, free in zip(masks, kinds) if not free]).all(0)
+        black = torch.stack([m[label] for m, free in zip(masks, kinds) if free]).all(0)
+        extra = int((white & ~black).sum())
+        if extra > max(2, 0.01 * n):
+            flags.append({"check": "white-box beats random search",
+                          "detail": f"at {label} a gradient-free search fooled {extra} examples that every gradient "
+                                    f"attack missed: gradients may be masked"})
+    return flags
+
+
+def convergence_flags(model, x, y, attacks, robust: dict, eps_list, device, batch_size, limit: int = 200) -> list[dict]:
+    """Doubling PGD's steps and restarts on the survivors must not lower robust accuracy by > 0.5 points."""
+    spec = next((s for s in attacks if s.name in ("pgd", "pgd_cw")), None)
+    if spec is None or not eps_list:
+        return []
+    eps = eps_list[-1]
+    base = spec.build(eps)
+    stronger = create_attack(spec.name, eps, **{**spec.options, "steps": 2 * base.steps,
+                                                "restarts": 2 * base.restarts, "seed": base.seed + 1})
+    idx = robust[eps.label].nonzero().squeeze(1)[:limit]
+    extra = 0
+    for part in idx.split(batch_size):
+        xb = x[part].to(device)
+        xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
+        extra += int(stronger(model, xb, y[part].to(device)).fooled.sum())
+    drop = extra / max(1, len(y))
+    if drop > 0.005:
+        return [{"check": "convergence", "detail": f"PGD with {2 * base.steps} steps and {2 * base.restarts} restarts "
+                 f"lowers robust accuracy at {eps.label} by {100 * drop:.2f} points on {len(idx)} survivors"}]
+    return []

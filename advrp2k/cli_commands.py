@@ -68,12 +68,15 @@ def _make_job(data, dataset, protocol, arch, epochs, image_size, device, seed, d
 @click.option("--attack-eps", type=EpsListType(), default="4/255,8/255", show_default=True,
               help="Budgets to evaluate at.")
 @click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
+@click.option("--cascade", is_flag=True, help="Attack only survivors of earlier attacks (cheaper; no per-attack numbers).")
+@click.option("--restart", is_flag=True, help="Discard saved per-example results instead of resuming from them.")
 @click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
-def eval_cmd(attacks, attack_eps, n_examples, leaderboard, **kw):
+def eval_cmd(attacks, attack_eps, n_examples, cascade, restart, leaderboard, **kw):
     """Train (or reuse) a defended model, evaluate it, write a leaderboard entry."""
     from .pipeline import default_attacks, run_eval
 
-    job = _make_job(**kw, attack_eps=attack_eps, n_examples=n_examples, leaderboard=leaderboard)
+    job = _make_job(**kw, attack_eps=attack_eps, n_examples=n_examples, leaderboard=leaderboard,
+                    per_attack=not cascade, restart=restart)
     names = [a.strip() for a in attacks.split(",") if a.strip()]
     for name in names:
         _registry.ATTACKS.info(name)
@@ -91,9 +94,11 @@ def format_entry(entry: dict) -> str:
              + f", arch {entry['arch']}, {entry['n_examples']} test images",
              "", f"  {'metric':<28}{'accuracy':>10}", f"  {'-' * 38}",
              f"  {'clean top-1':<28}{entry['clean_acc']:>9.2%}", f"  {'clean top-5':<28}{entry['top5_acc']:>9.2%}"]
-    names = "+".join(sorted({a['name'] for a in entry['attacks']}))
+    names = sorted({a['name'] for a in entry['attacks']})
     for label, acc in entry["robust_acc"].items():
-        lines.append(f"  {'robust ' + names + ' @ ' + label:<28}{acc:>9.2%}")
+        for name, per in entry.get("per_attack", {}).items() if len(names) > 1 else ():
+            lines.append(f"  {'  ' + name + ' alone @ ' + label:<28}{per[label]:>9.2%}")
+        lines.append(f"  {'robust ' + '+'.join(names) + ' @ ' + label:<28}{acc:>9.2%}")
     for flag in entry.get("flags", []):
         lines.append(f"  FLAG evaluation potentially unreliable: {flag['check']}: {flag['detail']}")
     if entry.get("synthetic"):

@@ -18,7 +18,8 @@ from torch import nn
 
 from ._eps import Eps
 from .attack_base import create_attack, frozen_eval
-from .checks import fail_if, flag_checks, large_eps_flag, state_digest
+from .checks import convergence_flags, fail_if, flag_checks, large_eps_flag, random_search_flags, state_digest
+from .eval_state import EvalState
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class EvalResult:
     flags: list[dict]
     counts: dict
     wall_s: float
+    per_attack: dict = field(default_factory=dict)
 
     @property
     def n_examples(self) -> int:
@@ -93,10 +95,17 @@ def clean_pass(model, x, y, device, batch_size, progress=None):
     return top1, top5
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[AttackSpec], eps_list: list[Eps],
+def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], eps_list: list[Eps],
              device: torch.device, batch_size: int = 256, progress: Callable | None = None,
-             num_classes: int | None = None, sanity_checks: bool = True) -> EvalResult:
+             num_classes: int | None = None, sanity_checks: bool = True, state: EvalState | None = None,
+             per_attack: bool = True) -> EvalResult:
     """Evaluate ``model`` on images ``x`` (uint8 or [0, 1] float, on the CPU) and labels ``y``.
+
+    Args:
+        state: per-example results to resume from and save to after every batch.
+        per_attack: run each attack on every clean-correct example (standalone numbers per
+            attack, worst case over all of them); False cascades, each attack only seeing the
+            survivors of the previous ones (cheaper; worst case only).
 
     Raises:
         IntegrityError: a FAIL-level check failed (ball, box, re-verification, eval mode...).
@@ -104,54 +113,102 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[A
     start = time.perf_counter()
     model.to(device)
     num_classes = num_classes or int(y.max()) + 1
+    state = state or EvalState(None, {})
     digest = state_digest(model)
     with frozen_eval(model):  # a model handed over in train mode is evaluated in eval mode
         clean, top5 = clean_pass(model, x, y, device, batch_size, progress)
+        if state.clean_correct is not None:
+            fail_if(state.clean_correct != clean.tolist(), "determinism",
+                    "clean predictions differ from the saved run being resumed")
+        state.clean_correct = clean.tolist()
         flags = []
         if sanity_checks and len(y):
             probe = torch.arange(min(len(y), 64))
             xb, yb = _images(x, probe, device), y[probe].to(device)
             flags = flag_checks(model, xb, yb, num_classes) + large_eps_flag(model, xb, yb, num_classes)
-    robust, fooled_by, configs, counts = _attack_all(model, x, y, clean, attacks, eps_list, device, batch_size, progress)
+    engine = _Engine(model, x, y, clean, device, batch_size, progress, state)
+    by_attack = engine.run(attacks, sorted(eps_list), per_attack)
+    robust = {e.label: torch.stack([m[e.label] for m in by_attack.values()]).all(0) for e in sorted(eps_list)}
+    _check_monotone(clean, robust)
+    if sanity_checks:
+        flags += random_search_flags(attacks, by_attack, len(y))
+        flags += convergence_flags(model, x, y, attacks, robust, sorted(eps_list), device, batch_size)
     fail_if(state_digest(model) != digest, "eval mode",
             "the model's weights or BatchNorm statistics changed during evaluation")
-    counts["clean_forwards"] = len(y)
-    return EvalResult(y.clone(), clean, top5, robust, fooled_by, configs, flags, counts, time.perf_counter() - start)
+    state.save(complete=True)
+    engine.counts["clean_forwards"] = len(y)
+    per = {name: {k: v.float().mean().item() for k, v in masks.items()} for name, masks in by_attack.items()} \
+        if per_attack else {}
+    return EvalResult(y.clone(), clean, top5, robust, engine.fooled_by, engine.configs, flags, engine.counts,
+                      time.perf_counter() - start, per)
 
 
-def _attack_all(model, x, y, clean, attacks, eps_list, device, batch_size, progress):
-    still = clean.clone()
-    fooled_by: list = [None if c else "clean" for c in clean.tolist()]
-    adv_points: dict[int, torch.Tensor] = {}
-    robust, configs, counts = {}, [], {"attack_forwards": 0, "attack_backwards": 0, "forwards_on_misclassified": 0}
-    for eps in sorted(eps_list):
+class _Engine:
+    """Runs each attack over the eps budgets, only on examples still robust, with per-batch saves."""
+
+    def __init__(self, model, x, y, clean, device, batch_size, progress, state: EvalState):
+        self.model, self.x, self.y, self.clean = model, x, y, clean
+        self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
+        self.fooled_by: list = [None if c else "clean" for c in clean.tolist()]
+        self.configs: list[dict] = []
+        self.counts = {"attack_forwards": 0, "attack_backwards": 0, "attacked_examples": 0}
+
+    def run(self, attacks, eps_list, per_attack: bool) -> dict[str, dict[str, torch.Tensor]]:
+        by_attack: dict[str, dict[str, torch.Tensor]] = {}
+        cascade = {e.label: self.clean.clone() for e in eps_list}
         for spec in attacks:
-            attack = spec.build(eps)
-            configs.append(attack.config())
-            todo = still.nonzero().squeeze(1)
-            bar = progress(total=int(todo.numel()), desc=f"{spec.name} @ {eps.label}") if progress else None
-            for idx in _batches(todo, batch_size):
-                xb, yb = _images(x, idx, device), y[idx].to(device)
-                init = _stack_init(adv_points, idx, xb)
-                res = attack(model, xb, yb, init=init)
-                _reverify(model, res, yb, spec.name, eps)
-                counts["attack_forwards"] += res.forwards
-                counts["attack_backwards"] += res.backwards
-                fooled = res.fooled.cpu()
-                for i, f, xa in zip(idx.tolist(), fooled.tolist(), res.x_adv.cpu()):
-                    if f:
-                        still[i] = False
-                        fooled_by[i] = f"{spec.name}@{eps.label}"
-                        adv_points.pop(i, None)
-                    else:
-                        adv_points[i] = xa
-                if bar is not None:
-                    bar.update(len(idx))
+            still = self.clean.clone()
+            adv_points: dict[int, torch.Tensor] = {}
+            masks, previous = {}, None
+            for eps in eps_list:
+                candidates = still if per_attack else (still & cascade[eps.label])
+                if previous is not None:  # survivors' points from a run that was interrupted
+                    adv_points = {**self.state.load_points(previous), **adv_points}
+                previous = self._stage(spec, eps, candidates, still, adv_points)
+                masks[eps.label] = still.clone()
+                cascade[eps.label] &= still
+            by_attack[spec.name if spec.name not in by_attack else f"{spec.name}#{len(by_attack)}"] = masks
+        return by_attack
+
+    def _stage(self, spec, eps, candidates, still, adv_points) -> str:
+        attack = spec.build(eps)
+        self.configs.append(attack.config())
+        key = f"{len(self.configs) - 1}:{spec.name}@{eps.label}"
+        done, fooled_before = self.state.stage(key)
+        for i in fooled_before:
+            still[i] = False
+            self._fooled(i, spec.name, eps)
+        todo = torch.tensor([i for i in candidates.nonzero().squeeze(1).tolist() if i not in done], dtype=torch.long)
+        bar = self.progress(total=int(todo.numel()), desc=f"{spec.name} @ {eps.label}") if self.progress else None
+        for idx in _batches(todo, self.batch_size):
+            xb, yb = _images(self.x, idx, self.device), self.y[idx].to(self.device)
+            res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb))
+            _reverify(self.model, res, yb, spec.name, eps)
+            self.counts["attack_forwards"] += res.forwards
+            self.counts["attack_backwards"] += res.backwards
+            self.counts["attacked_examples"] += len(idx)
+            fooled_now, kept = [], []
+            for i, f, xa in zip(idx.tolist(), res.fooled.cpu().tolist(), res.x_adv.cpu()):
+                if f:
+                    still[i] = False
+                    self._fooled(i, spec.name, eps)
+                    adv_points.pop(i, None)
+                    fooled_now.append(i)
+                else:
+                    adv_points[i] = xa
+                    kept.append(i)
+            if kept:
+                self.state.save_points(key, kept, torch.stack([adv_points[i] for i in kept]))
+            self.state.record(key, idx.tolist(), fooled_now)
             if bar is not None:
-                bar.close()
-        robust[eps.label] = still.clone()
-    _check_monotone(clean, robust)
-    return robust, fooled_by, configs, counts
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        return key
+
+    def _fooled(self, i: int, name: str, eps: Eps) -> None:
+        if self.fooled_by[i] is None:
+            self.fooled_by[i] = f"{name}@{eps.label}"
 
 
 def _stack_init(adv_points, idx, xb):
@@ -169,7 +226,7 @@ def _reverify(model, res, y, name, eps):
     fail_if(bool(bad.any()), "re-verification",
             f"{name} at {eps.label} claims {int(bad.sum())} examples fooled whose returned points are classified "
             f"correctly")
-    # An unclaimed fooling point is a bookkeeping bug too, but a harmless one: count it as fooled.
+    # An unclaimed fooling point is a bookkeeping slip, but a harmless one: count it as fooled.
     res.fooled |= wrong
 
 

@@ -20,6 +20,7 @@ from .checkpoints import check_classes, load_checkpoint, save_model, sha256_file
 from .data import DataSource, load_split, prepare_data, scan_rp2k
 from .defense_base import TestTimeDefense, create_defense
 from .errors import CheckpointError, DataError, UsageError
+from .eval_state import EvalState
 from .evaluator import AttackSpec, EvalResult, evaluate
 from .leaderboard import SCHEMA_VERSION, write_entry
 from .models import create_model, resolve_device
@@ -51,6 +52,8 @@ class Job:
     n_examples: int | None = None
     progress: Callable | None = None
     reuse_entry: bool = False  # skip evaluation when the existing entry matches model, data and attacks
+    per_attack: bool = True  # standalone numbers per attack (False: cascade, worst case only)
+    restart: bool = False  # discard saved per-example results instead of resuming from them
 
 
 @dataclass
@@ -168,11 +171,26 @@ def run_eval(job: Job) -> dict:
     x, y = load_split(prep.scan, "test", prep.image_size, progress=job.progress)
     if job.n_examples:
         x, y = x[:job.n_examples], y[:job.n_examples]
+    state = _eval_state(job, prep, record, ckpt, attacks, eps_list, len(y))
     result = evaluate(model, x, y, attacks, eps_list, device, job.batch_size_eval, job.progress,
-                      num_classes=len(prep.scan.classes))
+                      num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack)
     entry = build_entry(job, prep, record, ckpt, result, device, train_wall)
     path = write_entry(job.leaderboard, entry)
     return {"entry": entry, "path": str(path), "result": result}
+
+
+def _eval_state(job, prep, record, ckpt, attacks, eps_list, n) -> EvalState:
+    """Per-example results beside the entry: ``<leaderboard>/examples/<dataset>/linf/<model_id>.json``."""
+    info, defense = _defense(job)
+    eps = job.eps if getattr(info.obj, "needs_eps", True) else None
+    mid = model_id(defense.paper_id, record["arch"], eps)
+    path = Path(job.leaderboard) / "examples" / prep.source.name / "linf" / f"{mid}.json"
+    if job.restart:
+        path.unlink(missing_ok=True)
+    header = {"model_id": mid, "checkpoint_sha256": sha256_file(ckpt), "data_fingerprint": prep.scan.fingerprint,
+              "eps": [e.label for e in sorted(eps_list)], "n_examples": n, "per_attack": job.per_attack,
+              "attacks": [{"name": a.name, "options": a.options} for a in attacks]}
+    return EvalState(path, header)
 
 
 def _matching_entry(job, prep, ckpt, attacks, eps_list, record) -> dict | None:
@@ -219,6 +237,8 @@ def build_entry(job: Job, prep: Prepared, record: dict, ckpt: Path, result: Eval
         "attacks": result.attacks, "n_examples": result.n_examples,
         "per_group": result.per_group(prep.scan.classes, prep.scan.attributes),
         "flags": result.flags, "unreliable": bool(result.flags),
+        **({"per_attack": result.per_attack} if result.per_attack else {}),
+        **({"autoattack_acc": result.per_attack["autoattack"]} if "autoattack" in result.per_attack else {}),
         "date": datetime.date.today().isoformat(),
         "reproducibility": _repro(job, record, ckpt, result, device, train_wall),
     }

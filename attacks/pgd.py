@@ -91,3 +91,14 @@ class PGD(Attack):
         if not self.early_stop:
             out = x_adv
         return AttackResult(out, fooled, forwards, backwards)
+
+
+@register_attack("pgd_cw")
+class PGDMargin(PGD):
+    """PGD on the Carlini-Wagner margin loss (same options as ``pgd``; ``loss`` defaults to ``"cw"``)."""
+
+    def __init__(self, eps, loss: str = "cw", **kwargs):
+        super().__init__(eps, loss=loss, **kwargs)
+
+    def config(self) -> dict:
+        return {**super().config(), "name": "pgd_cw"}

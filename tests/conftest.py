@@ -109,9 +109,10 @@ class LinearModel(torch.nn.Module):
 
 
 def tiny_cnn(classes: int = 4, bn: bool = True, seed: int = 0) -> torch.nn.Module:
+    """Conv + BatchNorm + linear head on 8x8 images: varied predictions, breakable at 4/255 and 8/255."""
     torch.manual_seed(seed)
-    layers = [torch.nn.Conv2d(3, 4, 3, padding=1)]
+    layers = [torch.nn.Conv2d(3, 8, 3, padding=1)]
     if bn:
-        layers.append(torch.nn.BatchNorm2d(4))
-    layers += [torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(16, classes)]
+        layers.append(torch.nn.BatchNorm2d(8))
+    layers += [torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(512, classes)]
     return torch.nn.Sequential(*layers)

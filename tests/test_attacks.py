@@ -17,7 +17,8 @@ def _data(n=16, seed=0, classes=4):
 
 
 def _fast(name):
-    return {"pgd": {"steps": 5}}.get(name, {})
+    return {"pgd": {"steps": 5}, "pgd_cw": {"steps": 5}, "apgd_ce": {"steps": 10}, "apgd_t": {"steps": 10},
+            "autoattack": {"apgd_steps": 10, "square_queries": 100}, "square": {"queries": 100}}.get(name, {})
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())

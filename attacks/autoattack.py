@@ -1,0 +1,108 @@
+"""APGD-CE, APGD-T and AutoAttack "standard" (Croce and Hein 2020, "Reliable evaluation of
+adversarial robustness with an ensemble of diverse parameter-free attacks", arXiv:2003.01690),
+from the reference code as PyPI ships it (``pyautoattack``, imported through advrp2k._compat).
+
+Traps pinned down here:
+* targeted attacks use the top 9 classes (``n_target_classes=9``, fewer when the model has
+  fewer than 10 classes), never all 2,387 others; torchattacks' ``n_classes`` argument means
+  targets + 1, so passing 2388 there would run 2,387 targeted attacks;
+* 100 iterations per APGD run, as the reference (torchattacks' AutoAttack uses 10);
+* a fixed seed (RobustBench's ``benchmark()`` builds AutoAttack without one).
+
+Args (defaults):
+    apgd_ce: eps; steps 100; restarts 1; seed 0.
+    apgd_t: eps; steps 100; restarts 1; n_target_classes 9; seed 0.
+    autoattack: eps; version "standard" (APGD-CE, APGD-T, FAB-T, Square); apgd_steps 100 (also FAB's
+        iterations); square_queries 5000; seed 0. Lower budgets are for tests only and are recorded.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from advrp2k._compat import autoattack_module
+from advrp2k._registry import register_attack
+from advrp2k.attack_base import Attack, AttackResult
+
+logging.getLogger("auto-attack").setLevel(logging.WARNING)
+
+
+def _aa(submodule: str):
+    """A submodule of whichever AutoAttack package is installed (autoattack or pyautoattack)."""
+    import importlib
+
+    return importlib.import_module(f"{autoattack_module().__name__}.{submodule}")
+
+
+def _fooled(model, x_adv, y) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x_adv).argmax(1) != y
+
+
+def _n_targets(model, x, wanted: int) -> int:
+    with torch.no_grad():
+        n_classes = model(x[:1]).shape[1]
+    return max(1, min(wanted, n_classes - 1))
+
+
+@register_attack("apgd_ce")
+class APGDCE(Attack):
+    def __init__(self, eps, steps: int = 100, restarts: int = 1, seed: int = 0):
+        super().__init__(eps, seed)
+        self.steps, self.restarts = int(steps), int(restarts)
+
+    def config(self) -> dict:
+        return {**super().config(), "name": "apgd_ce", "steps": self.steps, "restarts": self.restarts,
+                "implementation": "pyautoattack"}
+
+    def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
+        attack = _aa("autopgd_base").APGDAttack(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts, eps=self.eps.value,
+                            seed=self.seed, loss="ce", device=x.device)
+        x_adv = attack.perturb(x, y).detach()
+        return AttackResult(x_adv, _fooled(model, x_adv, y))
+
+
+@register_attack("apgd_t")
+class APGDT(Attack):
+    def __init__(self, eps, steps: int = 100, restarts: int = 1, n_target_classes: int = 9, seed: int = 0):
+        super().__init__(eps, seed)
+        self.steps, self.restarts, self.n_target_classes = int(steps), int(restarts), int(n_target_classes)
+
+    def config(self) -> dict:
+        return {**super().config(), "name": "apgd_t", "steps": self.steps, "restarts": self.restarts,
+                "n_target_classes": self.n_target_classes, "implementation": "pyautoattack"}
+
+    def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
+        attack = _aa("autopgd_base").APGDAttack_targeted(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts,
+                                     eps=self.eps.value, seed=self.seed, device=x.device,
+                                     n_target_classes=_n_targets(model, x, self.n_target_classes))
+        x_adv = attack.perturb(x, y).detach()
+        return AttackResult(x_adv, _fooled(model, x_adv, y))
+
+
+@register_attack("autoattack")
+class AutoAttackStandard(Attack):
+    def __init__(self, eps, version: str = "standard", apgd_steps: int = 100, square_queries: int = 5000,
+                 seed: int = 0):
+        super().__init__(eps, seed)
+        self.version, self.apgd_steps, self.square_queries = version, int(apgd_steps), int(square_queries)
+
+    def config(self) -> dict:
+        return {**super().config(), "name": "autoattack", "version": self.version,
+                "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"] if self.version == "standard" else self.version,
+                "apgd_steps": self.apgd_steps, "n_target_classes": 9, "square_queries": self.square_queries,
+                "implementation": "pyautoattack"}
+
+    def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
+        aa = autoattack_module().AutoAttack(model, eps=self.eps.value, norm="Linf", version=self.version,
+                                            seed=self.seed, device=x.device)
+        aa.verbose = False
+        targets = _n_targets(model, x, 9)
+        aa.apgd_targeted.n_target_classes = targets
+        aa.fab.n_target_classes = targets
+        aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = self.apgd_steps
+        aa.square.n_queries = self.square_queries
+        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+        x_adv = x_adv.detach()
+        return AttackResult(x_adv, _fooled(model, x_adv, y))

@@ -1,0 +1,41 @@
+"""Square Attack, l_inf (Andriushchenko et al. 2020, arXiv:1912.00049): a gradient-free random
+search, from the reference code (``pyautoattack``). Used as the white-box sanity check: a
+gradient-free search must not beat the gradient attacks by more than noise.
+
+Args (defaults):
+    eps: l_inf budget (required).
+    queries: 1000 (AutoAttack's full run uses 5000).
+    p_init: 0.8.
+    seed: 0.
+"""
+from __future__ import annotations
+
+import torch
+
+from advrp2k._compat import autoattack_module
+from advrp2k._registry import register_attack
+from advrp2k.attack_base import Attack, AttackResult
+
+
+@register_attack("square")
+class Square(Attack):
+    gradient_free = True
+
+    def __init__(self, eps, queries: int = 1000, p_init: float = 0.8, seed: int = 0):
+        super().__init__(eps, seed)
+        self.queries, self.p_init = int(queries), float(p_init)
+
+    def config(self) -> dict:
+        return {**super().config(), "name": "square", "queries": self.queries, "p_init": self.p_init,
+                "implementation": "pyautoattack"}
+
+    def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
+        import importlib
+
+        square = importlib.import_module(f"{autoattack_module().__name__}.square")
+        attack = square.SquareAttack(model, p_init=self.p_init, n_queries=self.queries, eps=self.eps.value, norm="Linf",
+                              n_restarts=1, seed=self.seed, verbose=False, device=x.device, resc_schedule=False)
+        x_adv = attack.perturb(x, y).detach()
+        with torch.no_grad():
+            fooled = model(x_adv).argmax(1) != y
+        return AttackResult(x_adv, fooled)

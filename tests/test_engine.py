@@ -1,0 +1,122 @@
+"""The evaluation engine: resume, refusal, per-attack numbers, cascade, and the sanity flags."""
+import pytest
+import torch
+
+from advrp2k import parse_eps
+from advrp2k.errors import UsageError
+from advrp2k.eval_state import EvalState
+from advrp2k.evaluator import AttackSpec, evaluate
+from conftest import tiny_cnn
+
+CPU = torch.device("cpu")
+EPS = [parse_eps("4/255"), parse_eps("8/255")]
+DET_PGD = AttackSpec("pgd", {"steps": 5, "random_start": False})
+
+
+def _data(n=64, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, 8, 8, generator=g) * 255).to(torch.uint8), torch.randint(0, classes, (n,), generator=g)
+
+
+def _header(**over):
+    return {"model": "tiny", "eps": ["4/255", "8/255"], **over}
+
+
+def test_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch):
+    x, y = _data()
+    model = tiny_cnn(seed=1)
+    reference = evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=8)
+    from advrp2k.attacks.pgd import PGD
+
+    calls = {"n": 0}
+    original = PGD.perturb
+
+    def flaky(self, *a, **k):
+        calls["n"] += self.eps.value <= 8 / 255  # the sanity checks' own PGD at eps 0.5 does not count
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(PGD, "perturb", flaky)
+    path = tmp_path / "examples.json"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=8, state=EvalState(path, _header()))
+    saved = EvalState(path, _header())
+    kept = sum(len(s["done"]) for s in saved.stages.values())
+    assert not saved.complete and 0 < kept < reference.counts["attacked_examples"]  # two batches kept
+    monkeypatch.setattr(PGD, "perturb", original)
+    calls["n"] = 0
+    resumed = evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=8, state=EvalState(path, _header()))
+    assert resumed.robust_acc() == reference.robust_acc()
+    assert resumed.counts["attacked_examples"] < reference.counts["attacked_examples"]  # finished batches skipped
+    assert EvalState(path, _header()).complete
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    x, y = _data(16)
+    path = tmp_path / "examples.json"
+    evaluate(tiny_cnn(), x, y, [DET_PGD], EPS, CPU, state=EvalState(path, _header()))
+    with pytest.raises(UsageError, match=r"another eps.*refusing"):
+        EvalState(path, _header(eps=["8/255"]))
+
+
+def test_per_attack_numbers_and_worst_case():
+    x, y = _data()
+    res = evaluate(tiny_cnn(), x, y, [AttackSpec("fgsm"), AttackSpec("pgd", {"steps": 5})], EPS, CPU)
+    assert set(res.per_attack) == {"fgsm", "pgd"}
+    for e in ("4/255", "8/255"):
+        worst = min(res.per_attack["fgsm"][e], res.per_attack["pgd"][e])
+        assert res.robust_acc()[e] <= worst
+
+
+def test_cascade_attacks_fewer_examples_with_the_same_worst_case():
+    x, y = _data()
+    specs = [AttackSpec("pgd", {"steps": 5, "random_start": False}), AttackSpec("fgsm")]
+    full = evaluate(tiny_cnn(), x, y, specs, EPS, CPU)
+    cascade = evaluate(tiny_cnn(), x, y, specs, EPS, CPU, per_attack=False)
+    assert cascade.robust_acc() == full.robust_acc() and cascade.per_attack == {}
+    assert cascade.counts["attacked_examples"] < full.counts["attacked_examples"]
+
+
+def test_larger_eps_only_attacks_survivors_of_the_smaller():
+    x, y = _data()
+    res = evaluate(tiny_cnn(), x, y, [DET_PGD], EPS, CPU)
+    survivors_4 = int(res.robust["4/255"].sum())
+    assert res.counts["attacked_examples"] == int(res.clean_correct.sum()) + survivors_4
+
+
+def test_gradient_masking_is_caught_by_random_search():
+    class Masked(torch.nn.Module):
+        """Classifies through a detached copy: zero gradients, yet easy to fool by search."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_cnn(seed=2)
+
+        def forward(self, x):
+            return self.net(x.detach()) + 0 * x.sum()
+
+    x, y = _data(96)
+    with torch.no_grad():
+        y = Masked()(x.float() / 255).argmax(1)  # every example correct clean
+    specs = [AttackSpec("pgd", {"steps": 3, "random_start": False}), AttackSpec("square", {"queries": 300})]
+    res = evaluate(Masked(), x, y, specs, [parse_eps("16/255")], CPU)
+    checks = {f["check"] for f in res.flags}
+    assert "white-box beats random search" in checks and "usable gradients" in checks
+
+
+def test_unconverged_attack_is_flagged():
+    x, y = _data(96)
+    model = tiny_cnn(seed=3)
+    weak = AttackSpec("pgd", {"steps": 1, "step_size": 4 / 255, "random_start": False})
+    res = evaluate(model, x, y, [weak], [parse_eps("16/255")], CPU)
+    assert any(f["check"] == "convergence" for f in res.flags)
+    strong = evaluate(model, x, y, [AttackSpec("pgd", {"steps": 20})], [parse_eps("16/255")], CPU)
+    assert not any(f["check"] == "convergence" for f in strong.flags)
+
+
+def test_autoattack_is_at_least_as_strong_as_pgd_here():
+    x, y = _data(48)
+    specs = [AttackSpec("pgd", {"steps": 10}), AttackSpec("autoattack", {"apgd_steps": 20, "square_queries": 200})]
+    res = evaluate(tiny_cnn(seed=4), x, y, specs, [parse_eps("8/255")], CPU)
+    assert res.per_attack["autoattack"]["8/255"] <= res.per_attack["pgd"]["8/255"]
