@@ -33,9 +33,11 @@ class EvalState:
         except ValueError:
             raise UsageError(f"per-example results {self.path} are unreadable: delete the file to start over")
         if data.get("header") != self.header:
+            if data.get("complete"):
+                return  # a finished evaluation of another config is simply replaced
             diff = sorted(k for k in set(data.get("header", {})) | set(self.header)
                           if data.get("header", {}).get(k) != self.header.get(k))
-            raise UsageError(f"an evaluation saved at {self.path} was for another {', '.join(diff)}: refusing to "
+            raise UsageError(f"an unfinished evaluation saved at {self.path} was for another {', '.join(diff)}: refusing to "
                              f"resume from it; delete the file (or pass --restart) to evaluate from scratch")
         self.clean_correct = data.get("clean_correct")
         self.stages = {k: {"done": list(v["done"]), "fooled": list(v["fooled"])} for k, v in data["stages"].items()}

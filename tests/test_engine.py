@@ -52,12 +52,15 @@ def test_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch
     assert EvalState(path, _header()).complete
 
 
-def test_resume_with_another_config_is_refused(tmp_path):
+def test_resuming_an_unfinished_run_with_another_config_is_refused(tmp_path):
     x, y = _data(16)
     path = tmp_path / "examples.json"
-    evaluate(tiny_cnn(), x, y, [DET_PGD], EPS, CPU, state=EvalState(path, _header()))
-    with pytest.raises(UsageError, match=r"another eps.*refusing"):
+    unfinished = EvalState(path, _header())
+    unfinished.record("0:pgd@4/255", [0, 1], [1])
+    with pytest.raises(UsageError, match=r"unfinished .*another eps.*refusing"):
         EvalState(path, _header(eps=["8/255"]))
+    evaluate(tiny_cnn(), x, y, [DET_PGD], EPS, CPU, state=EvalState(path, _header()))  # same config: resumes
+    assert EvalState(path, _header(eps=["8/255"])).stages == {}  # a finished run of another config is replaced
 
 
 def test_per_attack_numbers_and_worst_case():

@@ -68,7 +68,7 @@ def test_submit_writes_a_validated_entry_with_submitter_fields(tiny_synth, tmp_p
             "--link", "https://example.org/paper", "--leaderboard", str(tmp_path / "lb")]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    entry = json.loads(next((tmp_path / "lb").rglob("*.json")).read_text())
+    entry = json.loads(next((tmp_path / "lb" / "entries").rglob("*.json")).read_text())
     assert entry["name"] == "<b>Plain</b> training" and entry["link"] == "https://example.org/paper"
     assert entry["submitted"]["tool"] == "advrp2k submit" and len(entry["reproducibility"]["checkpoint_sha256"]) == 64
     assert entry["plugins"]["defense"]["package"] == "advrp2k"

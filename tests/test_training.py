@@ -53,7 +53,7 @@ def test_sigterm_then_resume_gives_identical_weights_and_numbers(tiny_synth, tmp
                    str(tiny_synth), "--image-size", "16", "--checkpoint", str(_model_file(home)),
                    "--leaderboard", str(home / "lb")], home)
         assert ev.wait(timeout=300) == 0, ev.communicate()
-        entry = json.loads(next((home / "lb").rglob("*.json")).read_text())
+        entry = json.loads(next((home / "lb" / "entries").rglob("*.json")).read_text())
         numbers.append((entry["clean_acc"], entry["robust_acc"]))
     assert numbers[0] == numbers[1]
 
