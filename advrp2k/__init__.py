@@ -1,6 +1,8 @@
 """advrp2k: an adversarial-robustness benchmark suite for RP2K retail products.
 
-Public API (plugins register through the decorators; see README "Write and submit a defense"):
+The public API below is what plugins use: the ``register_*`` decorators, the ``Attack`` and
+``TrainingDefense``/``TestTimeDefense`` base classes, and the factories. See the README,
+"Write and submit a defense".
 """
 from ._eps import Eps, parse_eps, parse_eps_list
 from ._registry import (ATTACKS, ARCHS, DATASETS, DEFENSES, load_plugins, register_arch, register_attack,

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import sys
-from pathlib import Path
 
 import click
 

@@ -181,7 +181,7 @@ def table5_cmd(n_examples, leaderboard, **kw):
     from .table5 import reproduce
 
     job = _make_job(**kw, n_examples=n_examples, leaderboard=leaderboard)
-    table = reproduce(job, log=lambda m: click.echo(m, err=True))
+    reproduce(job, log=lambda m: click.echo(m, err=True))
     click.echo((leaderboard / "table5.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {leaderboard / 'table5.json'} and {leaderboard / 'table5.md'}")
 

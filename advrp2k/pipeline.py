@@ -207,7 +207,7 @@ def _matching_entry(job, prep, ckpt, attacks, eps_list, record) -> dict | None:
         entry = read_json(path)
     except ValueError:
         return None
-    wanted = [a.build(e).config() for e in sorted(eps_list) for a in attacks]
+    wanted = [a.build(e).config() for a in attacks for e in sorted(eps_list)]  # the engine's order
     same = (not entry_problems(entry) and entry["reproducibility"].get("checkpoint_sha256") == sha256_file(ckpt)
             and entry["data"].get("fingerprint") == prep.scan.fingerprint and entry["attacks"] == wanted
             and (job.n_examples is None or entry["n_examples"] == job.n_examples))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ._eps import parse_eps
 from ._io import write_json, write_text
-from .evaluator import AttackSpec
 from .pipeline import Job, default_attacks, run_eval
 
 EPS_LABELS = ("4/255", "8/255")

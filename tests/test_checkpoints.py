@@ -1,8 +1,6 @@
 """Checkpoints load as weights only; a pickle that would run code is refused without running it."""
 import os
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch

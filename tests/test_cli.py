@@ -3,7 +3,6 @@ import json
 import pickle
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from advrp2k.checkpoints import save_model

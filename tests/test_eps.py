@@ -19,3 +19,4 @@ def test_parse_eps_rejects(bad):
 
 def test_eps_list_sorted_and_deduplicated():
     assert [e.label for e in parse_eps_list("8/255,4/255,8/255")] == ["4/255", "8/255"]
+

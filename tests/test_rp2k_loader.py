@@ -1,5 +1,4 @@
 """The loader on a fixture that mimics the real release (see conftest.fake_release)."""
-import json
 
 import pytest
 import torch

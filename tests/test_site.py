@@ -1,7 +1,6 @@
 """The static site: built from entries, then driven in real headless Chromium (Debian's chromium
 and chromedriver through Selenium). Skipped with a reason when no browser is installed; CI's
 .ci/run installs one."""
-import copy
 import json
 import os
 import shutil
