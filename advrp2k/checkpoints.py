@@ -81,15 +81,40 @@ def _load_torch_weights_only(path: Path):
         # weights_only=True passed explicitly: an env var cannot switch it off.
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"refused checkpoint {path}: it is not a plain weights file (it would need to run code "
-            f"or is corrupt: {first[:160]}); save the model's state_dict or use safetensors")
+        names = _pickle_globals(path)
+        reason = (f"loading it would import and call {', '.join(names[:3])}" if names else
+                  "it is not a readable torch weights file (corrupt, truncated, or another format)")
+        raise CheckpointError(f"refused checkpoint {path}: {reason}; nothing in it was run. Save the model's "
+                              f"state_dict with its class list, or use safetensors")
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint {path} holds no 'state_dict' dict: save "
                               f"{{'state_dict': model.state_dict(), 'classes': [...], 'arch': NAME}}")
     record = {k: v for k, v in obj.items() if k != "state_dict"}
     return obj["state_dict"], record
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """Callables a pickle references, found by parsing opcodes (pickletools never executes them)."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                data = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                strings.append(arg)
+            elif op.name == "GLOBAL":
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:
+        return []
+    return [n for n in dict.fromkeys(found) if not n.startswith(("torch.", "collections.OrderedDict"))]
 
 
 def check_classes(record: dict, classes: list[str], path: str | Path) -> None:

@@ -30,7 +30,7 @@ def fail_if(condition: bool, check: str, detail: str) -> None:
 
 
 @torch.no_grad()
-def flag_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[dict]:
+def flag_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
     """Cheap FLAG checks on one batch of [0, 1] images (model already in eval mode)."""
     flags = []
     a, b = model(x), model(x)

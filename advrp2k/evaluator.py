@@ -125,7 +125,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
         if sanity_checks and len(y):
             probe = torch.arange(min(len(y), 64))
             xb, yb = _images(x, probe, device), y[probe].to(device)
-            flags = flag_checks(model, xb, yb, num_classes) + large_eps_flag(model, xb, yb, num_classes)
+            flags = flag_checks(model, xb, yb) + large_eps_flag(model, xb, yb, num_classes)
     engine = _Engine(model, x, y, clean, device, batch_size, progress, state)
     by_attack = engine.run(attacks, sorted(eps_list), per_attack)
     robust = {e.label: torch.stack([m[e.label] for m in by_attack.values()]).all(0) for e in sorted(eps_list)}

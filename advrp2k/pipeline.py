@@ -160,6 +160,8 @@ def run_eval(job: Job) -> dict:
     """Train or load, evaluate, write the leaderboard entry; return it with its path."""
     device = resolve_device(job.device)
     _defense(job)  # unknown names and bad options fail before any data work
+    if job.checkpoint is not None:
+        load_checkpoint(job.checkpoint)  # so does an unreadable or unsafe checkpoint
     prep = prepare(job)
     model, ckpt, record, train_wall = get_model(job, prep, device)
     attacks = job.attacks or default_attacks(job.protocol)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 import os
 from collections import Counter, defaultdict
@@ -311,6 +310,3 @@ class LazyImages:
         with ThreadPoolExecutor(self.workers) as pool:
             return torch.stack(list(pool.map(self._one, ids)))
 
-
-def scan_to_json(scan: Rp2kScan) -> str:
-    return json.dumps(scan.summary(), ensure_ascii=False, indent=2)
