@@ -80,7 +80,7 @@ def _load_torch_weights_only(path: Path):
     try:
         # weights_only=True passed explicitly: an env var cannot switch it off.
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError):
         names = _pickle_globals(path)
         reason = (f"loading it would import and call {', '.join(names[:3])}" if names else
                   "it is not a readable torch weights file (corrupt, truncated, or another format)")

@@ -24,6 +24,8 @@ def _data_options(f):
     return _apply(f, [
         click.option("--data", type=click.Path(path_type=Path), help="Your RP2K download (any of its three levels)."),
         click.option("--dataset", help="Dataset plugin; default rp2k with --data, else rp2k_synth (synthetic)."),
+        click.option("--attributes", type=click.Path(path_type=Path),
+                     help="Per-SKU attribute CSV (sku, product_type, shape, ...) for per-group results."),
         click.option("--protocol", default="quick", show_default=True, type=click.Choice(sorted(PROTOCOLS)),
                      help="Named defaults for arch, epochs, schedule and attack steps."),
         click.option("--arch", help="Architecture (advrp2k list archs); default from the protocol."),
@@ -45,8 +47,8 @@ def _job_options(f):
     ])
 
 
-def _make_job(data, dataset, protocol, arch, epochs, image_size, device, seed, defense="standard", eps=None,
-              defense_args=(), checkpoint=None, **extra):
+def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, device, seed, defense="standard",
+              eps=None, defense_args=(), checkpoint=None, **extra):
     from .pipeline import Job
 
     if data is not None and not data.exists():
@@ -58,7 +60,8 @@ def _make_job(data, dataset, protocol, arch, epochs, image_size, device, seed, d
         args = parse_key_values(defense_args)
     except click.BadParameter as exc:
         raise UsageError(f"--defense-arg: {exc.message}")
-    return Job(defense=defense, eps=eps, defense_args=args, data=data, dataset=dataset, protocol=proto,
+    return Job(defense=defense, eps=eps, defense_args=args, data=data, dataset=dataset, attributes=attributes,
+               protocol=proto,
                checkpoint=checkpoint, device=device, seed=seed, progress=_progress(), **extra)
 
 
@@ -68,15 +71,17 @@ def _make_job(data, dataset, protocol, arch, epochs, image_size, device, seed, d
 @click.option("--attack-eps", type=EpsListType(), default="4/255,8/255", show_default=True,
               help="Budgets to evaluate at.")
 @click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
+@click.option("--batch-size", "batch_size_eval", type=click.IntRange(min=1),
+              help="Examples in flight per attack step (default 128 on CPU, 512 on CUDA).")
 @click.option("--cascade", is_flag=True, help="Attack only survivors of earlier attacks (cheaper; no per-attack numbers).")
 @click.option("--restart", is_flag=True, help="Discard saved per-example results instead of resuming from them.")
 @click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
-def eval_cmd(attacks, attack_eps, n_examples, cascade, restart, leaderboard, **kw):
+def eval_cmd(attacks, attack_eps, n_examples, batch_size_eval, cascade, restart, leaderboard, **kw):
     """Train (or reuse) a defended model, evaluate it, write a leaderboard entry."""
     from .pipeline import default_attacks, run_eval
 
     job = _make_job(**kw, attack_eps=attack_eps, n_examples=n_examples, leaderboard=leaderboard,
-                    per_attack=not cascade, restart=restart)
+                    per_attack=not cascade, restart=restart, batch_size_eval=batch_size_eval)
     names = [a.strip() for a in attacks.split(",") if a.strip()]
     for name in names:
         _registry.ATTACKS.info(name)

@@ -143,6 +143,9 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
                       time.perf_counter() - start, per)
 
 
+REFILL_CHUNK = 8  # batches handed at once to an attack that refills; results are saved per chunk
+
+
 class _Engine:
     """Runs each attack over the eps budgets, only on examples still robust, with per-batch saves."""
 
@@ -180,10 +183,13 @@ class _Engine:
             self._fooled(i, spec.name, eps)
         todo = torch.tensor([i for i in candidates.nonzero().squeeze(1).tolist() if i not in done], dtype=torch.long)
         bar = self.progress(total=int(todo.numel()), desc=f"{spec.name} @ {eps.label}") if self.progress else None
-        for idx in _batches(todo, self.batch_size):
+        chunk = self.batch_size
+        if getattr(attack, "refills", False):  # it keeps a batch in flight, refilling freed slots
+            attack.max_active, chunk = self.batch_size, REFILL_CHUNK * self.batch_size
+        for idx in _batches(todo, chunk):
             xb, yb = _images(self.x, idx, self.device), self.y[idx].to(self.device)
             res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb))
-            _reverify(self.model, res, yb, spec.name, eps)
+            _reverify(self.model, res, yb, spec.name, eps, self.batch_size)
             self.counts["attack_forwards"] += res.forwards
             self.counts["attack_backwards"] += res.backwards
             self.counts["attacked_examples"] += len(idx)
@@ -218,10 +224,10 @@ def _stack_init(adv_points, idx, xb):
 
 
 @torch.no_grad()
-def _reverify(model, res, y, name, eps):
+def _reverify(model, res, y, name, eps, batch_size):
     """Recompute predictions on the returned points: they must agree with the attack's claims."""
     with frozen_eval(model):
-        wrong = model(res.x_adv).argmax(1) != y
+        wrong = torch.cat([model(part).argmax(1) for part in res.x_adv.split(batch_size)]) != y
     bad = res.fooled & ~wrong
     fail_if(bool(bad.any()), "re-verification",
             f"{name} at {eps.label} claims {int(bad.sum())} examples fooled whose returned points are classified "

@@ -18,6 +18,7 @@ from ._eps import Eps
 from ._registry import ATTACKS, DEFENSES
 from .checkpoints import check_classes, load_checkpoint, save_model, sha256_file
 from .data import DataSource, load_split, prepare_data, scan_rp2k
+from .data.rp2k import read_attributes
 from .defense_base import TestTimeDefense, create_defense
 from .errors import CheckpointError, DataError, UsageError
 from .eval_state import EvalState
@@ -48,12 +49,13 @@ class Job:
     attacks: list[AttackSpec] | None = None
     attack_eps: list[Eps] | None = None
     leaderboard: Path = Path("leaderboard")
-    batch_size_eval: int = 256
+    batch_size_eval: int | None = None  # None: default_eval_batch_size(device)
     n_examples: int | None = None
     progress: Callable | None = None
     reuse_entry: bool = False  # skip evaluation when the existing entry matches model, data and attacks
     per_attack: bool = True  # standalone numbers per attack (False: cascade, worst case only)
     restart: bool = False  # discard saved per-example results instead of resuming from them
+    attributes: Path | None = None  # per-SKU attribute CSV; default: attributes.csv beside meta.csv
 
 
 @dataclass
@@ -66,6 +68,10 @@ class Prepared:
 def prepare(job: Job) -> Prepared:
     source = prepare_data(job.dataset, job.data, job.progress)
     scan = scan_rp2k(source.root, progress=job.progress)
+    if job.attributes is not None:
+        if not Path(job.attributes).is_file():
+            raise UsageError(f"--attributes {job.attributes} is not a file: pass a CSV with a 'sku' column")
+        scan.attributes = read_attributes(job.attributes)
     if not scan.samples["test"]:
         raise DataError(f"no usable test images under {source.root}/all/test: run 'advrp2k data inspect' to see why")
     return Prepared(source, scan, job.protocol.image_size or source.default_image_size)
@@ -152,6 +158,12 @@ def _maybe_wrap(defense, model):
     return defense.wrap(model).eval() if isinstance(defense, TestTimeDefense) else model
 
 
+def default_eval_batch_size(device: torch.device) -> int:
+    """Examples in flight per attack step: a GPU wants full batches; on a CPU, 128 measured fastest
+    (smaller batches stay in cache; benchmarks/eval_speed.py)."""
+    return 512 if device.type == "cuda" else 128
+
+
 def default_attacks(protocol: Protocol) -> list[AttackSpec]:
     return [AttackSpec("pgd", {"steps": protocol.eval_steps, "restarts": protocol.eval_restarts})]
 
@@ -174,7 +186,8 @@ def run_eval(job: Job) -> dict:
     if job.n_examples:
         x, y = x[:job.n_examples], y[:job.n_examples]
     state = _eval_state(job, prep, record, ckpt, attacks, eps_list, len(y))
-    result = evaluate(model, x, y, attacks, eps_list, device, job.batch_size_eval, job.progress,
+    result = evaluate(model, x, y, attacks, eps_list, device, job.batch_size_eval or default_eval_batch_size(device),
+                      job.progress,
                       num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack)
     entry = build_entry(job, prep, record, ckpt, result, device, train_wall)
     path = write_entry(job.leaderboard, entry)

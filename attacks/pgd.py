@@ -9,8 +9,9 @@ Args (defaults):
     random_start: True: start at a uniform point of the ball.
     restarts: 1; each restart attacks only examples not yet fooled.
     loss: ``"ce"`` (cross-entropy) or ``"cw"`` (margin loss).
-    early_stop: True: an example leaves the batch the moment a visited point fools the model
-        (evaluation). Adversarial training passes False to get the loss-maximising point.
+    early_stop: True: an example leaves the batch the moment a visited point fools the model,
+        and its slot is refilled from the examples (or restarts) still waiting (evaluation).
+        Adversarial training passes False: every example runs every step, final point returned.
     seed: 0.
 
 An example counts as fooled if ANY visited point inside the ball fooled the model (the
@@ -18,6 +19,8 @@ start, every iterate and the final point), as AutoAttack counts it. Gradients ar
 with respect to the input only.
 """
 from __future__ import annotations
+
+from collections import deque
 
 import torch
 
@@ -28,6 +31,7 @@ from advrp2k.losses import LOSSES
 
 @register_attack("pgd")
 class PGD(Attack):
+    refills = True  # the engine may hand it more examples than a batch; it keeps a batch in flight
     def __init__(self, eps, steps: int = 20, step_size: float | None = None, random_start: bool = True,
                  restarts: int = 1, loss: str = "ce", early_stop: bool = True, seed: int = 0):
         super().__init__(eps, seed)
@@ -38,59 +42,93 @@ class PGD(Attack):
         self.steps, self.restarts, self.loss = int(steps), int(restarts), loss
         self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps.value / self.steps
         self.random_start, self.early_stop = bool(random_start), bool(early_stop)
+        self.max_active: int | None = None  # set by the evaluation engine: examples in flight at once
 
     def config(self) -> dict:
         return {**super().config(), "name": "pgd", "steps": self.steps, "step_size": self.step_size,
                 "random_start": self.random_start, "restarts": self.restarts, "loss": self.loss}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
-        best, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        total = AttackResult(best, fooled)
-        for restart in range(self.restarts):
-            todo = (~fooled).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            start = init[todo] if (init is not None and restart == 0) else None
-            res = self._run(model, x[todo], y[todo], start, generator)
-            best[todo], fooled[todo] = res.x_adv, res.fooled
-            total.forwards += res.forwards
-            total.backwards += res.backwards
-        return total
+        if self.early_stop:
+            return self._stream(model, x, y, init, generator, self.max_active or len(x))
+        return self._train_point(model, x, y, generator)
 
-    def _run(self, model, x, y, start, generator) -> AttackResult:
-        eps, loss_fn = self.eps.value, LOSSES[self.loss]
-        if start is not None:
-            x_adv = start.clone()
-        elif self.random_start:
-            x_adv = random_start(x, eps, generator)
-        else:
-            x_adv = x.clone()
-        out, fooled = x_adv.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        active = torch.arange(len(x), device=x.device)
+    def _start(self, x, init, generator):
+        if init is not None:
+            return init.clone()
+        return random_start(x, self.eps.value, generator) if self.random_start else x.clone()
+
+    def _stream(self, model, x, y, init, generator, max_active: int) -> AttackResult:
+        """Evaluation PGD with early exit and refill.
+
+        (example, restart) items wait in a queue; at most ``max_active`` are in flight. An item
+        leaves the moment a visited point fools the model, or after its last step; a free slot
+        is refilled from the queue at once, and an unfooled item queues its next restart.
+        """
+        n, loss_fn = len(x), LOSSES[self.loss]
+        queue = deque((i, 0) for i in range(n))
+        x_adv, out = x.clone(), x.clone()
+        steps = torch.zeros(n, dtype=torch.long, device=x.device)
+        restart = torch.zeros(n, dtype=torch.long)
+        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        active = torch.zeros(0, dtype=torch.long, device=x.device)
         forwards = backwards = 0
-        for step in range(self.steps + 1):
-            xa = x_adv[active].requires_grad_(step < self.steps)
+        while queue or active.numel():
+            active = self._admit(active, queue, max_active, x, init, x_adv, steps, restart, generator)
+            last = steps[active] == self.steps
+            xa = x_adv[active].requires_grad_(not bool(last.all()))
             with torch.enable_grad():
                 logits = model(xa)
             forwards += len(active)
             wrong = logits.argmax(1) != y[active]
-            hit = active[wrong]
-            fooled[hit] = True
-            out[hit] = xa.detach()[wrong]
-            if step == self.steps:
-                out[active[~wrong]] = xa.detach()[~wrong]
-                break
-            grad, = torch.autograd.grad(loss_fn(logits, y[active]).sum(), xa)
-            backwards += len(active)
-            stepped = project_linf(xa.detach() + self.step_size * grad.sign(), x[active], eps)
-            x_adv[active] = stepped
-            if self.early_stop:
-                active = active[~wrong]
-                if active.numel() == 0:
-                    break
-        if not self.early_stop:
-            out = x_adv
+            fooled[active[wrong]] = True
+            out[active[wrong]] = xa.detach()[wrong]
+            finished = ~wrong & last
+            out[active[finished]] = xa.detach()[finished]
+            for i in active[finished].tolist():
+                if restart[i] + 1 < self.restarts:
+                    queue.append((i, int(restart[i]) + 1))
+            cont = ~wrong & ~last
+            if cont.any():
+                grad, = torch.autograd.grad(loss_fn(logits[cont], y[active[cont]]).sum(), xa)
+                backwards += len(active)
+                moving = active[cont]
+                x_adv[moving] = project_linf(xa.detach()[cont] + self.step_size * grad[cont].sign(), x[moving],
+                                             self.eps.value)
+                steps[moving] += 1
+            active = active[cont]
         return AttackResult(out, fooled, forwards, backwards)
+
+    def _admit(self, active, queue, max_active, x, init, x_adv, steps, restart, generator):
+        room = min(max_active - len(active), len(queue))
+        if room <= 0:
+            return active
+        items = [queue.popleft() for _ in range(room)]
+        new = torch.tensor([i for i, _ in items], dtype=torch.long, device=x.device)
+        first = torch.tensor([r == 0 for _, r in items], device=x.device)
+        start = self._start(x[new], None, generator)
+        if init is not None:  # the first restart starts from the given point (a smaller eps's survivor)
+            start = torch.where(first[:, None, None, None], init[new], start)
+        x_adv[new] = start
+        steps[new] = 0
+        restart[new.cpu()] = torch.tensor([r for _, r in items])
+        return torch.cat([active, new])
+
+    def _train_point(self, model, x, y, generator) -> AttackResult:
+        """Adversarial training's PGD: every example runs every step; returns the final point.
+
+        ``fooled`` is not tracked here (all False): the final point is returned whether or not an
+        earlier one fooled the model, so claiming it would break the evaluation's re-verification.
+        """
+        loss_fn, eps = LOSSES[self.loss], self.eps.value
+        x_adv = self._start(x, None, generator)
+        for _ in range(self.steps):
+            xa = x_adv.requires_grad_(True)
+            with torch.enable_grad():
+                grad, = torch.autograd.grad(loss_fn(model(xa), y).sum(), xa)
+            x_adv = project_linf(xa.detach() + self.step_size * grad.sign(), x, eps)
+        none = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        return AttackResult(x_adv, none, self.steps * len(x), self.steps * len(x))
 
 
 @register_attack("pgd_cw")

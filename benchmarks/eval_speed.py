@@ -24,7 +24,7 @@ import torch
 from advrp2k import frozen_eval, parse_eps
 from advrp2k.evaluator import AttackSpec, evaluate
 from advrp2k.models import resolve_device
-from advrp2k.pipeline import Job, get_model, prepare
+from advrp2k.pipeline import Job, default_eval_batch_size, get_model, prepare
 from advrp2k.protocols import get_protocol
 from advrp2k.data import load_split
 
@@ -132,14 +132,16 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--eps", default="8/255")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=None, help="both peers; default advrp2k's for the device")
     ap.add_argument("--n", type=int, default=None, help="first N test images (default all)")
     args = ap.parse_args()
     device, eps = resolve_device(args.device), parse_eps(args.eps)
+    args.batch_size = args.batch_size or default_eval_batch_size(device)
     models, x, y = load_models(device)
     if args.n:
         x, y = x[:args.n], y[:args.n]
-    print(f"device {device}, {len(y)} test images, eps {eps.label}, PGD-10 step 2/255, {args.reps} interleaved reps\n")
+    print(f"device {device}, {len(y)} test images, eps {eps.label}, PGD-10 step 2/255, batch {args.batch_size} "
+          f"for both, {args.reps} interleaved reps\n")
     rows = []
     for name, model in models.items():
         ratio, accs = bench_ratio(model, x, y, eps, device, args.batch_size, args.reps)

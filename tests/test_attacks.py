@@ -122,3 +122,18 @@ def test_restarts_and_seed_are_deterministic():
     a = create_attack("pgd", "4/255", steps=3, restarts=2, seed=5)(model, x, y)
     b = create_attack("pgd", "4/255", steps=3, restarts=2, seed=5)(model, x, y)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.fooled, b.fooled)
+
+
+def test_refill_keeps_a_batch_in_flight_and_matches_one_big_batch():
+    model, (x, y) = tiny_cnn(seed=1).eval(), _data(64)
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda m, inp: sizes.append(len(inp[0])))
+    small = create_attack("pgd", "8/255", steps=10, random_start=False, restarts=2)
+    small.max_active = 8
+    a = small(model, x, y)
+    hook.remove()
+    big = create_attack("pgd", "8/255", steps=10, random_start=False, restarts=2)(model, x, y)
+    assert max(sizes) <= 8 and torch.equal(a.fooled, big.fooled) and torch.allclose(a.x_adv, big.x_adv)
+    assert 0 < int(a.fooled.sum()) < 64
+    # freed slots are refilled: batches stay full until the queue runs dry
+    assert sum(s == 8 for s in sizes) >= len(sizes) - 11

@@ -111,3 +111,19 @@ def test_data_inspect_json(fake_release):
     assert report["n_skus"] == 4 and report["n_images"] == {"train": 8, "test": 6}
     assert any("truncated" in p["reason"] for p in report["problems"])
     assert all(set(p) == {"path", "reason"} for p in report["problems"])
+
+
+def test_attribute_table_given_on_the_command_line(tiny_synth, tmp_path):
+    from advrp2k.data import scan_rp2k
+
+    classes = scan_rp2k(tiny_synth).classes
+    table = tmp_path / "attrs.csv"
+    table.write_text("sku,product_type,shape\n" + "".join(f"{c},kind{i % 2},round\n" for i, c in enumerate(classes)),
+                     encoding="utf-8")
+    result = _eval(tiny_synth, tmp_path, "--attributes", str(table))
+    assert result.exit_code == 0, result.output
+    entry = json.loads(next((tmp_path / "lb" / "entries").rglob("*.json")).read_text())
+    assert set(entry["per_group"]["product_type"]) == {"kind0", "kind1"}
+    assert set(entry["per_group"]["shape"]) == {"round"}
+    missing = _eval(tiny_synth, tmp_path, "--attributes", str(tmp_path / "nope.csv"))
+    assert missing.exit_code == 2 and "--attributes" in missing.output

@@ -25,7 +25,7 @@ def _header(**over):
 def test_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch):
     x, y = _data()
     model = tiny_cnn(seed=1)
-    reference = evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=8)
+    reference = evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=2)
     from advrp2k.attacks.pgd import PGD
 
     calls = {"n": 0}
@@ -40,13 +40,13 @@ def test_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch
     monkeypatch.setattr(PGD, "perturb", flaky)
     path = tmp_path / "examples.json"
     with pytest.raises(KeyboardInterrupt):
-        evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=8, state=EvalState(path, _header()))
+        evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=2, state=EvalState(path, _header()))
     saved = EvalState(path, _header())
     kept = sum(len(s["done"]) for s in saved.stages.values())
     assert not saved.complete and 0 < kept < reference.counts["attacked_examples"]  # two batches kept
     monkeypatch.setattr(PGD, "perturb", original)
     calls["n"] = 0
-    resumed = evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=8, state=EvalState(path, _header()))
+    resumed = evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=2, state=EvalState(path, _header()))
     assert resumed.robust_acc() == reference.robust_acc()
     assert resumed.counts["attacked_examples"] < reference.counts["attacked_examples"]  # finished batches skipped
     assert EvalState(path, _header()).complete
