@@ -119,7 +119,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
         clean, top5 = clean_pass(model, x, y, device, batch_size, progress)
         if state.clean_correct is not None:
             fail_if(state.clean_correct != clean.tolist(), "determinism",
-                    "clean predictions differ from the saved run being resumed")
+                    "clean predictions differ from the saved run being resumed; pass --restart to start over")
         state.clean_correct = clean.tolist()
         flags = []
         if sanity_checks and len(y):
