@@ -94,16 +94,18 @@ def eval_cmd(attacks, attack_eps, n_examples, batch_size_eval, cascade, restart,
 
 def format_entry(entry: dict) -> str:
     """The table printed after an evaluation."""
+    w = 34
     lines = [f"{entry['model_id']}  ({entry['data']['description']})",
              f"  defense {entry['defense']}" + (f" at eps {entry['train_eps_label']}" if entry.get('train_eps_label') else "")
              + f", arch {entry['arch']}, {entry['n_examples']} test images",
-             "", f"  {'metric':<28}{'accuracy':>10}", f"  {'-' * 38}",
-             f"  {'clean top-1':<28}{entry['clean_acc']:>9.2%}", f"  {'clean top-5':<28}{entry['top5_acc']:>9.2%}"]
+             "", f"  {'metric':<{w}}{'accuracy':>10}", f"  {'-' * (w + 10)}",
+             f"  {'clean top-1':<{w}}{entry['clean_acc']:>9.2%}", f"  {'clean top-5':<{w}}{entry['top5_acc']:>9.2%}"]
     names = sorted({a['name'] for a in entry['attacks']})
     for label, acc in entry["robust_acc"].items():
         for name, per in entry.get("per_attack", {}).items() if len(names) > 1 else ():
-            lines.append(f"  {'  ' + name + ' alone @ ' + label:<28}{per[label]:>9.2%}")
-        lines.append(f"  {'robust ' + '+'.join(names) + ' @ ' + label:<28}{acc:>9.2%}")
+            lines.append(f"  {'  ' + name + ' alone @ ' + label:<{w}}{per[label]:>9.2%}")
+        what = f"robust {names[0]}" if len(names) == 1 else "robust, worst case"
+        lines.append(f"  {what + ' @ ' + label:<{w}}{acc:>9.2%}")
     for flag in entry.get("flags", []):
         lines.append(f"  FLAG evaluation potentially unreliable: {flag['check']}: {flag['detail']}")
     if entry.get("synthetic"):

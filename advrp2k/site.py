@@ -151,6 +151,7 @@ def build_site(leaderboard: str | Path, out: str | Path | None = None, readme: s
     common = {"eps_labels": EPS_LABELS, "n_entries": len(entries)}
     for e in entries:
         e["_card"] = _card_path(e)
+        e["_suite"] = "+".join(sorted({a.get("name", "?") for a in e.get("attacks", [])}))
     write_text(out / "index.html", env.get_template("index.html").render(
         sections=sections, table5=table5, root=".", **common))
     for e in entries:

@@ -115,6 +115,7 @@ def test_site_in_chromium(site, browser):
     by_id = {r.get_attribute("data-model-id"): r for r in synth}
     cells = by_id["Standard_smallcnn"].find_elements(By.TAG_NAME, "td")
     assert [c.text for c in cells[3:6]] == ["95.21", "9.36", "0.00"]
+    assert cells[7].text == "pgd"  # the attack suite behind the numbers
     real = _rows(browser, "table-rp2k-linf")
     assert len(real) == 1 + 3 and sum("paper-reported" in r.text for r in real) == 3
 
