@@ -95,6 +95,8 @@ def random_search_flags(attacks, by_attack: dict, n: int) -> list[dict]:
 
 def convergence_flags(model, x, y, attacks, robust: dict, eps_list, device, batch_size, limit: int = 200) -> list[dict]:
     """Doubling PGD's steps and restarts on the survivors must not lower robust accuracy by > 0.5 points."""
+    from .data.rp2k import batch_images
+
     spec = next((s for s in attacks if s.name in ("pgd", "pgd_cw")), None)
     if spec is None or not eps_list:
         return []
@@ -105,9 +107,7 @@ def convergence_flags(model, x, y, attacks, robust: dict, eps_list, device, batc
     idx = robust[eps.label].nonzero().squeeze(1)[:limit]
     extra = 0
     for part in idx.split(batch_size):
-        xb = x[part].to(device)
-        xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
-        extra += int(stronger(model, xb, y[part].to(device)).fooled.sum())
+        extra += int(stronger(model, batch_images(x, part, device), y[part].to(device)).fooled.sum())
     drop = extra / max(1, len(y))
     if drop > 0.005:
         return [{"check": "convergence", "detail": f"PGD with {2 * base.steps} steps and {2 * base.restarts} restarts "

@@ -8,6 +8,7 @@ so every defense gets them for free and trains under the same settings. A test-t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._eps import Eps
@@ -35,6 +36,22 @@ class TrainingDefense(Defense):
                       generator: torch.Generator) -> torch.Tensor:
         """Mean loss on a batch; ``model`` is in train mode; ``generator`` drives all randomness."""
         raise NotImplementedError
+
+
+class AdversarialTraining(TrainingDefense):
+    """Minimise cross-entropy at the point ``self.attack`` finds for each training example.
+
+    Subclasses set ``self.attack`` (built with ``create_attack``, the same plugins evaluation uses).
+    """
+
+    attack = None
+
+    def config(self) -> dict:
+        return {**super().config(), "attack": self.attack.config()}
+
+    def training_loss(self, model, x, y, generator):
+        x_adv = self.attack(model, x, y, generator=generator).x_adv
+        return F.cross_entropy(model(x_adv), y)
 
 
 class TestTimeDefense(Defense):

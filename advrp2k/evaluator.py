@@ -19,6 +19,7 @@ from torch import nn
 from ._eps import Eps
 from .attack_base import create_attack, frozen_eval
 from .checks import convergence_flags, fail_if, flag_checks, large_eps_flag, random_search_flags, state_digest
+from .data.rp2k import batch_images
 from .eval_state import EvalState
 
 log = logging.getLogger(__name__)
@@ -78,17 +79,12 @@ def _batches(idx: torch.Tensor, size: int):
     return idx.split(size) if idx.numel() else []
 
 
-def _images(x: torch.Tensor, idx: torch.Tensor, device) -> torch.Tensor:
-    xb = x[idx].to(device)
-    return xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
-
-
 @torch.no_grad()
 def clean_pass(model, x, y, device, batch_size, progress=None):
     top1, top5 = torch.zeros(len(y), dtype=torch.bool), torch.zeros(len(y), dtype=torch.bool)
     batches = _batches(torch.arange(len(y)), batch_size)
     for idx in (progress(batches, desc="clean") if progress else batches):
-        logits = model(_images(x, idx, device)).cpu()
+        logits = model(batch_images(x, idx, device)).cpu()
         k = min(5, logits.shape[1])
         top1[idx] = logits.argmax(1) == y[idx]
         top5[idx] = (logits.topk(k, 1).indices == y[idx, None]).any(1)
@@ -124,7 +120,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
         flags = []
         if sanity_checks and len(y):
             probe = torch.arange(min(len(y), 64))
-            xb, yb = _images(x, probe, device), y[probe].to(device)
+            xb, yb = batch_images(x, probe, device), y[probe].to(device)
             flags = flag_checks(model, xb, yb) + large_eps_flag(model, xb, yb, num_classes)
     engine = _Engine(model, x, y, clean, device, batch_size, progress, state)
     by_attack = engine.run(attacks, sorted(eps_list), per_attack)
@@ -187,7 +183,7 @@ class _Engine:
         if getattr(attack, "refills", False):  # it keeps a batch in flight, refilling freed slots
             attack.max_active, chunk = self.batch_size, REFILL_CHUNK * self.batch_size
         for idx in _batches(todo, chunk):
-            xb, yb = _images(self.x, idx, self.device), self.y[idx].to(self.device)
+            xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
             res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb))
             _reverify(self.model, res, yb, spec.name, eps, self.batch_size)
             self.counts["attack_forwards"] += res.forwards

@@ -194,11 +194,16 @@ def run_eval(job: Job) -> dict:
     return {"entry": entry, "path": str(path), "result": result}
 
 
-def _eval_state(job, prep, record, ckpt, attacks, eps_list, n) -> EvalState:
-    """Per-example results beside the entry: ``<leaderboard>/examples/<dataset>/linf/<model_id>.json``."""
+def _identity(job: Job, record: dict):
+    """(defense plugin info, defense, its training eps or None, model id) of this job's entry."""
     info, defense = _defense(job)
     eps = job.eps if getattr(info.obj, "needs_eps", True) else None
-    mid = model_id(defense.paper_id, record["arch"], eps)
+    return info, defense, eps, model_id(defense.paper_id, record["arch"], eps)
+
+
+def _eval_state(job, prep, record, ckpt, attacks, eps_list, n) -> EvalState:
+    """Per-example results beside the entry: ``<leaderboard>/examples/<dataset>/linf/<model_id>.json``."""
+    mid = _identity(job, record)[3]
     path = Path(job.leaderboard) / "examples" / prep.source.name / "linf" / f"{mid}.json"
     if job.restart:
         path.unlink(missing_ok=True)
@@ -213,9 +218,7 @@ def _matching_entry(job, prep, ckpt, attacks, eps_list, record) -> dict | None:
     from ._io import read_json
     from .leaderboard import entry_problems
 
-    info, defense = _defense(job)
-    eps = job.eps if getattr(info.obj, "needs_eps", True) else None
-    path = Path(job.leaderboard) / "entries" / prep.source.name / "linf" / f"{model_id(defense.paper_id, record['arch'], eps)}.json"
+    path = Path(job.leaderboard) / "entries" / prep.source.name / "linf" / f"{_identity(job, record)[3]}.json"
     if not path.is_file():
         return None
     try:
@@ -235,12 +238,11 @@ def model_id(paper_id: str, arch: str, eps: Eps | None) -> str:
 
 
 def build_entry(job: Job, prep: Prepared, record: dict, ckpt: Path, result: EvalResult, device, train_wall) -> dict:
-    info, defense = _defense(job)
-    eps = job.eps if getattr(info.obj, "needs_eps", True) else None
+    info, defense, eps, mid = _identity(job, record)
     attack_plugins = [ATTACKS.info(a.name).provenance() for a in (job.attacks or default_attacks(job.protocol))]
     entry = {
         "schema_version": SCHEMA_VERSION,
-        "model_id": model_id(defense.paper_id, record["arch"], eps),
+        "model_id": mid,
         "dataset": prep.source.name, "synthetic": prep.source.synthetic, "threat_model": "linf",
         "data": {"description": prep.source.description, "fingerprint": prep.scan.fingerprint,
                  "n_classes": len(prep.scan.classes), "image_size": prep.image_size, "split": "test"},

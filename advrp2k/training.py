@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
+from .data.rp2k import batch_images
 from .defense_base import TrainingDefense
 from .errors import Advrp2kError
 
@@ -132,7 +133,7 @@ def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.
                     _save_state(run_dir, model, opt, sched, epoch, b, gens)
                     raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, batch {b}; re-run to resume")
                 idx = batches[b]
-                xb, yb = x[idx].to(device).float().div_(255), y[idx].to(device)
+                xb, yb = batch_images(x, idx, device), y[idx].to(device)
                 loss = defense.training_loss(model, xb, yb, gens["defense"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

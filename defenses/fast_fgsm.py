@@ -7,15 +7,13 @@ Options (``--defense-arg key=value``):
 One gradient step per batch instead of PGD's k: roughly the cost of standard training
 times two. It reuses the ``fgsm`` attack plugin with ``random_start=True``.
 """
-import torch.nn.functional as F
-
 from advrp2k._registry import register_defense
 from advrp2k.attack_base import create_attack
-from advrp2k.defense_base import TrainingDefense
+from advrp2k.defense_base import AdversarialTraining
 
 
 @register_defense("fast_fgsm")
-class FastFGSM(TrainingDefense):
+class FastFGSM(AdversarialTraining):
     paper_id = "Wong2020Fast"
 
     def __init__(self, eps=None, step_size: float | None = None):
@@ -24,10 +22,3 @@ class FastFGSM(TrainingDefense):
             raise ValueError("fast_fgsm needs --eps, the training budget (e.g. 8/255)")
         alpha = float(step_size) if step_size is not None else 1.25 * eps.value
         self.attack = create_attack("fgsm", eps, step_size=alpha, random_start=True)
-
-    def config(self):
-        return {**super().config(), "attack": self.attack.config()}
-
-    def training_loss(self, model, x, y, generator):
-        x_adv = self.attack(model, x, y, generator=generator).x_adv
-        return F.cross_entropy(model(x_adv), y)

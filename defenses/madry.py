@@ -9,15 +9,13 @@ It reuses the very ``pgd`` attack plugin that evaluation uses, with a random sta
 without early stopping (training wants the loss-maximising point, not the first fooling one).
 The attack runs the model in eval mode, so generating examples never moves BatchNorm statistics.
 """
-import torch.nn.functional as F
-
 from advrp2k._registry import register_defense
 from advrp2k.attack_base import create_attack
-from advrp2k.defense_base import TrainingDefense
+from advrp2k.defense_base import AdversarialTraining
 
 
 @register_defense("madry")
-class MadryAT(TrainingDefense):
+class MadryAT(AdversarialTraining):
     paper_id = "Madry2018Towards"
 
     def __init__(self, eps=None, steps: int = 7, step_size: float | None = None):
@@ -25,10 +23,3 @@ class MadryAT(TrainingDefense):
         if eps is None:
             raise ValueError("madry needs --eps, the training budget (e.g. 8/255)")
         self.attack = create_attack("pgd", eps, steps=int(steps), step_size=step_size, early_stop=False)
-
-    def config(self):
-        return {**super().config(), "attack": self.attack.config()}
-
-    def training_loss(self, model, x, y, generator):
-        x_adv = self.attack(model, x, y, generator=generator).x_adv
-        return F.cross_entropy(model(x_adv), y)

@@ -280,6 +280,12 @@ def _resize_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+def batch_images(x, idx: torch.Tensor, device) -> torch.Tensor:
+    """Rows ``idx`` of a split (uint8 tensor, LazyImages, or [0, 1] floats) as float [0, 1] on ``device``."""
+    xb = x[idx].to(device)
+    return xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
+
+
 class LazyImages:
     """A split too large for memory (real RP2K at 224 px), indexed like a uint8 tensor.
 
