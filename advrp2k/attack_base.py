@@ -121,7 +121,13 @@ def random_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> tor
 
 
 def create_attack(name: str, eps: float | str | Eps, **kwargs) -> Attack:
-    """Build a registered attack by name, e.g. ``create_attack("pgd", "8/255", steps=20)``."""
-    from ._registry import ATTACKS
+    """Build a registered attack by name, e.g. ``create_attack("pgd", "8/255", steps=20)``.
 
-    return ATTACKS.get(name)(eps=eps, **kwargs)
+    Raises:
+        UsageError: an option the plugin does not declare, of the wrong type or out of range.
+    """
+    from ._registry import ATTACKS
+    from .options import validate_options
+
+    cls = ATTACKS.get(name)
+    return cls(eps=eps, **validate_options(f"attack {name!r}", cls, kwargs))

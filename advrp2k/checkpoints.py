@@ -7,8 +7,10 @@ explicitly, which torch honours even when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is se
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,10 +34,24 @@ def sha256_file(path: str | Path) -> str:
 
 
 def save_model(path: str | Path, model: nn.Module, record: dict) -> Path:
-    """Atomically write ``model``'s weights and ``record`` (arch, classes, config) as safetensors."""
+    """Atomically write ``model``'s weights and ``record`` (arch, classes, config) as safetensors.
+
+    The file's identity is its content: ``record`` must hold only what defines the model (no
+    wall times, hosts or dates; those belong beside the file), and it is serialised with
+    sorted keys, so two identical trainings write byte-identical files with the same SHA-256.
+    """
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob = st_save(tensors, metadata={META_KEY: json.dumps(record, ensure_ascii=False)})
+    blob = st_save(tensors, metadata={META_KEY: json.dumps(record, ensure_ascii=False, sort_keys=True)})
     return atomic_write(path, lambda f: f.write(blob))
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as read: weights, record, and the SHA-256 of the very bytes they came from."""
+
+    state: dict[str, torch.Tensor]
+    record: dict
+    sha256: str
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -47,6 +63,12 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     Raises:
         CheckpointError: unreadable, a pickle that needs code, or no class list.
     """
+    ckpt = read_checkpoint(path)
+    return ckpt.state, ckpt.record
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Like ``load_checkpoint``, also hashing the bytes read (not the file as it may be later)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: pass a file written by 'advrp2k train'")
@@ -54,21 +76,19 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if path.suffix == ".safetensors" or data[8:9] == b"{":
         state, record = _load_safetensors(path, data)
     else:
-        state, record = _load_torch_weights_only(path)
-    if not isinstance(record.get("classes"), list) or "arch" not in record:
+        state, record = _load_torch_weights_only(path, data)
+    if not isinstance(record, dict) or not isinstance(record.get("classes"), list) or "arch" not in record:
         raise CheckpointError(
             f"checkpoint {path} carries no class list or arch: advrp2k needs both to check the class "
             f"mapping; save it with advrp2k.checkpoints.save_model or as {{'state_dict', 'classes', 'arch'}}")
-    return state, record
+    return Checkpoint(state, record, hashlib.sha256(data).hexdigest())
 
 
 def _load_safetensors(path: Path, data: bytes):
     try:
         state = st_load(data)
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
+        header_len = int.from_bytes(data[:8], "little")  # the metadata of these very bytes
+        meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
         record = json.loads(meta.get(META_KEY, "{}"))
     except (SafetensorError, ValueError, OSError) as exc:
         raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({exc}); "
@@ -76,10 +96,10 @@ def _load_safetensors(path: Path, data: bytes):
     return state, record
 
 
-def _load_torch_weights_only(path: Path):
+def _load_torch_weights_only(path: Path, data: bytes):
     try:
         # weights_only=True passed explicitly: an env var cannot switch it off.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError):
         names = _pickle_globals(path)
         reason = (f"loading it would import and call {', '.join(names[:3])}" if names else

@@ -9,10 +9,11 @@ import click
 
 from . import _registry
 from ._eps import parse_eps, parse_eps_list
-from .errors import Advrp2kError, UsageError
+from .errors import Advrp2kError, OutputError, UsageError
 from .training import TrainingInterrupted
 
 EXIT_USAGE = 2
+EXIT_OUTPUT = 74  # sysexits.h EX_IOERR: an output location cannot be written (full, read-only, denied)
 
 
 def _progress():
@@ -78,9 +79,19 @@ class Advrp2kGroup(click.Group):
         except TrainingInterrupted as exc:
             click.echo(f"Interrupted: {exc}", err=True)
             sys.exit(130)
+        except OutputError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_OUTPUT)
         except Advrp2kError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
+        except OSError as exc:
+            from ._io import output_error, write_error_errnos
+
+            if exc.errno not in write_error_errnos():
+                raise
+            click.echo(f"Error: {output_error(exc.filename or '(a cache or output file)', exc)}", err=True)
+            sys.exit(EXIT_OUTPUT)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)

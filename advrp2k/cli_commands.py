@@ -117,15 +117,18 @@ def format_entry(entry: dict) -> str:
 @_job_options
 def train_cmd(**kw):
     """Train (or reuse) a defended model without evaluating it; print the checkpoint path."""
+    from ._io import check_output_dir
     from .models import resolve_device
+    from .paths import cache_home
     from .pipeline import _defense, get_model, prepare
 
     job = _make_job(**kw)
     _defense(job)
+    check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
     prep = prepare(job)
-    _, path, record, wall = get_model(job, prep, resolve_device(job.device))
-    state = "reused cached model" if wall is None else f"trained in {wall:.0f} s"
-    click.echo(f"{state}: {path}")
+    loaded = get_model(job, prep, resolve_device(job.device))
+    state = "reused cached model" if loaded.reused else f"trained in {loaded.train_wall:.0f} s"
+    click.echo(f"{state}: {loaded.path}")
 
 
 @cli.command("list")
@@ -168,6 +171,12 @@ def inspect_cmd(path, as_json, no_cache):
     if len(s["problems"]) > 50:
         click.echo(f"  ... {len(s['problems']) - 50} more (use --json for all)")
     click.echo(f"fingerprint: {s['fingerprint']}")
+    usable = s["n_images"]["train"] + s["n_images"]["test"]
+    if usable == 0 or s["n_skus"] < 2:
+        what = "no usable image" if usable == 0 else f"{s['n_skus']} SKU (a classifier needs at least two)"
+        click.echo(f"Error: {path} has {what}: advrp2k cannot train or evaluate on it; see the refused files above",
+                   err=True)
+        raise SystemExit(1)
 
 
 @cli.group("reproduce")
@@ -199,10 +208,15 @@ def plugins_group(ctx):
     """List every plugin with the distribution and version that provides it."""
     if ctx.invoked_subcommand is not None:
         return
+    from .options import declared_options
+
     for kind, reg in _registry.REGISTRIES.items():
         for name in reg.names():
             info = reg.info(name)
             click.echo(f"{kind[:-1]:<8} {name:<14} {info.distribution} {info.version}  ({info.module})")
+            if kind in ("attacks", "defenses"):
+                for key, opt in declared_options(info.obj).items():
+                    click.echo(f"{'':<23} {key}: {opt.describe()}")
     for msg in _registry.load_failures().values():
         click.echo(f"broken   {msg}")
 
@@ -258,22 +272,21 @@ def submit_cmd(name, authors, link, venue, leaderboard, **kw):
     import datetime
 
     from . import _version
-    from .leaderboard import validate_entry, write_entry
+    from .errors import EntryValidationError
+    from .leaderboard import validate_hand_fields
     from .pipeline import run_eval
 
-    if not link.startswith("https://"):
-        raise UsageError(f"--link must be an https:// URL (got {link!r})")
-    job = _make_job(**kw, leaderboard=leaderboard)
+    fields = {"name": name, "authors": authors, "link": link, **({"venue": venue} if venue else {})}
+    try:
+        validate_hand_fields(fields)  # before any work: nothing is evaluated or written on refusal
+    except EntryValidationError as exc:
+        raise UsageError(f"submission refused: {exc}")
+    fields["submitted"] = {"tool": "advrp2k submit", "advrp2k_version": _version.__version__,
+                           "date": datetime.date.today().isoformat()}
+    job = _make_job(**kw, leaderboard=leaderboard, hand_fields=fields)
     out = run_eval(job)
-    entry = {**out["entry"], "name": name, "authors": authors, "link": link,
-             "submitted": {"tool": "advrp2k submit", "advrp2k_version": _version.__version__,
-                           "date": datetime.date.today().isoformat()}}
-    if venue:
-        entry["venue"] = venue
-    validate_entry(entry)
-    path = write_entry(leaderboard, entry)
-    click.echo(format_entry(entry))
-    click.echo(f"\nwrote {path}\nSubmit it: open a pull request that adds this file to the advrp2k leaderboard.")
+    click.echo(format_entry(out["entry"]))
+    click.echo(f"\nwrote {out['path']}\nSubmit it: open a pull request that adds this file to the advrp2k leaderboard.")
 
 
 @leaderboard_group.command("build")

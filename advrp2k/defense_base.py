@@ -65,5 +65,7 @@ class TestTimeDefense(Defense):
 
 def create_defense(name: str, eps: Eps | None = None, **options) -> Defense:
     from ._registry import DEFENSES
+    from .options import validate_options
 
-    return DEFENSES.get(name)(eps=eps, **options)
+    cls = DEFENSES.get(name)
+    return cls(eps=eps, **validate_options(f"defense {name!r}", cls, options))

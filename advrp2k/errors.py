@@ -31,3 +31,8 @@ class IntegrityError(Advrp2kError):
 
 class EntryValidationError(Advrp2kError):
     """A leaderboard entry breaks the schema or a cross-field rule."""
+
+
+class OutputError(Advrp2kError):
+    """An output location cannot be written: missing and uncreatable, read-only, no space left,
+    permission denied, or not a folder (the CLI exits with status 74, EX_IOERR of sysexits.h)."""

@@ -1,12 +1,19 @@
 """Per-example evaluation results, saved after every attack batch so that an interrupted
 evaluation resumes where it stopped. The file names the model, data, eps and attack configs
 it belongs to; a resume with anything else is refused rather than mixed in.
+
+A results file that cannot be trusted (unreadable, truncated, or valid JSON of the wrong
+shape) is named in a warning, set aside as ``<name>.bad-<time>`` (never deleted: it may be
+evidence) and the evaluation starts over.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
@@ -14,34 +21,57 @@ from safetensors.torch import load_file, save
 from ._io import atomic_write, read_json, write_json
 from .errors import UsageError
 
+log = logging.getLogger(__name__)
+COUNT_KEYS = ("attack_forwards", "attack_backwards", "attacked_examples")
+
 
 class EvalState:
-    """``stages[key] = {"done": [...], "fooled": [...]}`` per (attack, eps) stage, plus clean results."""
+    """``stages[key] = {"done": [...], "fooled": [...]}`` per (attack, eps) stage, plus clean results.
 
-    def __init__(self, path: str | Path | None, header: dict):
+    Args:
+        path: where the running evaluation saves itself (None: nothing is saved).
+        header: what defines the evaluation; a saved file with another header is not resumed.
+        published: the finished per-example file of the same evaluation, if one was published
+            earlier: when ``path`` does not exist and it matches the header, it is resumed from.
+    """
+
+    def __init__(self, path: str | Path | None, header: dict, published: str | Path | None = None):
         self.path = Path(path) if path else None
         self.header = header
+        self.published = Path(published) if published else None
+        self.reload()
+
+    def reload(self) -> None:
+        """(Re)read the saved state: after waiting for another run, resume from what it saved."""
         self.clean_correct: list[bool] | None = None
         self.stages: dict[str, dict[str, list[int]]] = {}
+        self.counts = {k: 0 for k in COUNT_KEYS}
         self.complete = False
         if self.path and self.path.is_file():
-            self._load()
+            self._load(self.path, strict=True)
+        elif self.published and self.published.is_file():
+            self._load(self.published, strict=False)
 
-    def _load(self) -> None:
+    def _load(self, path: Path, strict: bool) -> None:
         try:
-            data = read_json(self.path)
-        except ValueError:
-            raise UsageError(f"per-example results {self.path} are unreadable: delete the file to start over")
-        if data.get("header") != self.header:
-            if data.get("complete"):
+            data = read_json(path)
+            problem = state_problem(data)
+        except (ValueError, OSError) as exc:
+            problem = f"unreadable ({type(exc).__name__})"
+        if problem:
+            set_aside(path, problem)
+            return
+        if data["header"] != self.header:
+            if data["complete"] or not strict:
                 return  # a finished evaluation of another config is simply replaced
-            diff = sorted(k for k in set(data.get("header", {})) | set(self.header)
-                          if data.get("header", {}).get(k) != self.header.get(k))
-            raise UsageError(f"an unfinished evaluation saved at {self.path} was for another {', '.join(diff)}: refusing to "
+            diff = sorted(k for k in set(data["header"]) | set(self.header)
+                          if data["header"].get(k) != self.header.get(k))
+            raise UsageError(f"an unfinished evaluation saved at {path} was for another {', '.join(diff)}: refusing to "
                              f"resume from it; delete the file (or pass --restart) to evaluate from scratch")
-        self.clean_correct = data.get("clean_correct")
+        self.clean_correct = data["clean_correct"]
         self.stages = {k: {"done": list(v["done"]), "fooled": list(v["fooled"])} for k, v in data["stages"].items()}
-        self.complete = bool(data.get("complete"))
+        self.counts.update(data.get("counts") or {})
+        self.complete = data["complete"]
 
     def stage(self, key: str) -> tuple[set[int], set[int]]:
         st = self.stages.get(key, {"done": [], "fooled": []})
@@ -66,21 +96,77 @@ class EvalState:
         atomic_write(self._points_dir() / f"{tag}-{n:06d}.safetensors", lambda f: f.write(blob))
 
     def load_points(self, key: str) -> dict[int, torch.Tensor]:
+        """Saved survivors' points; an unreadable part is set aside (those examples start afresh)."""
         if not self.path or not self._points_dir().is_dir():
             return {}
         tag = hashlib.sha256(key.encode()).hexdigest()[:12]
         out = {}
         for f in sorted(self._points_dir().glob(f"{tag}-*.safetensors")):
-            part = load_file(str(f))
-            out.update(zip(part["idx"].tolist(), part["x"]))
+            try:
+                part = load_file(str(f))
+                out.update(zip(part["idx"].tolist(), part["x"]))
+            except Exception as exc:  # safetensors raises several types for a damaged file
+                set_aside(f, f"unreadable adversarial points ({type(exc).__name__})")
         return out
 
     def save(self, complete: bool = False) -> None:
         self.complete = complete
         if self.path and complete and self._points_dir().is_dir():
-            import shutil
-
             shutil.rmtree(self._points_dir())  # only needed to resume an unfinished run
         if self.path:
             write_json(self.path, {"header": self.header, "clean_correct": self.clean_correct,
-                                   "stages": self.stages, "complete": complete})
+                                   "stages": self.stages, "counts": self.counts, "complete": complete})
+
+    def publish(self, final: str | Path) -> None:
+        """Move the finished results to ``final`` (beside the entry), atomically."""
+        if self.path and self.path.is_file():
+            Path(final).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, final)
+
+    @staticmethod
+    def discard(path: str | Path) -> None:
+        """Forget a saved run (``--restart``): the file and its points."""
+        path = Path(path)
+        path.unlink(missing_ok=True)
+        shutil.rmtree(path.with_name(path.stem + ".points"), ignore_errors=True)
+
+
+def state_problem(data) -> str | None:
+    """Why ``data`` is not a per-example results file, or None when its shape is right."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not isinstance(data.get("header"), dict):
+        return "no 'header' object"
+    clean = data.get("clean_correct")
+    if clean is not None and not (isinstance(clean, list) and all(isinstance(c, bool) for c in clean)):
+        return "'clean_correct' is not a list of true/false"
+    if not isinstance(data.get("complete"), bool):
+        return "'complete' is not true/false"
+    stages = data.get("stages")
+    if not isinstance(stages, dict):
+        return "no 'stages' object"
+    n = len(clean) if isinstance(clean, list) else None
+    for key, st in stages.items():
+        if not isinstance(st, dict) or set(st) != {"done", "fooled"}:
+            return f"stage {key[:40]!r} is not {{'done': [...], 'fooled': [...]}}"
+        for part in ("done", "fooled"):
+            ids = st[part]
+            if not isinstance(ids, list) or not all(_index_ok(i, n) for i in ids):
+                return f"stage {key[:40]!r}: '{part}' is not a list of example indices"
+    counts = data.get("counts", {})
+    if not isinstance(counts, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                               for v in counts.values()):
+        return "'counts' is not an object of non-negative integers"
+    return None
+
+
+def _index_ok(i, n) -> bool:
+    return isinstance(i, int) and not isinstance(i, bool) and i >= 0 and (n is None or i < n)
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a file that cannot be trusted to ``<name>.bad-<time>``, with a warning naming both."""
+    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, aside)
+    log.warning("per-example results %s are %s: set aside as %s; starting that evaluation over", path, why, aside.name)
+    return aside

@@ -150,7 +150,7 @@ class _Engine:
         self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
         self.fooled_by: list = [None if c else "clean" for c in clean.tolist()]
         self.configs: list[dict] = []
-        self.counts = {"attack_forwards": 0, "attack_backwards": 0, "attacked_examples": 0}
+        self.counts = state.counts  # saved with every batch, so a resumed run counts the whole evaluation
 
     def run(self, attacks, eps_list, per_attack: bool) -> dict[str, dict[str, torch.Tensor]]:
         by_attack: dict[str, dict[str, torch.Tensor]] = {}

@@ -16,7 +16,9 @@ import torch
 from . import _version
 from ._eps import Eps
 from ._registry import ATTACKS, DEFENSES
-from .checkpoints import check_classes, load_checkpoint, save_model, sha256_file
+from ._io import check_output_dir, write_json
+from ._locks import item_lock
+from .checkpoints import check_classes, read_checkpoint, save_model
 from .data import DataSource, load_split, prepare_data, scan_rp2k
 from .data.rp2k import read_attributes
 from .defense_base import TestTimeDefense, create_defense
@@ -25,7 +27,7 @@ from .eval_state import EvalState
 from .evaluator import AttackSpec, EvalResult, evaluate
 from .leaderboard import SCHEMA_VERSION, write_entry
 from .models import create_model, resolve_device
-from .paths import cache_dir
+from .paths import cache_dir, cache_home
 from .protocols import Protocol
 from .training import TrainSettings, train
 
@@ -56,6 +58,7 @@ class Job:
     per_attack: bool = True  # standalone numbers per attack (False: cascade, worst case only)
     restart: bool = False  # discard saved per-example results instead of resuming from them
     attributes: Path | None = None  # per-SKU attribute CSV; default: attributes.csv beside meta.csv
+    hand_fields: dict = field(default_factory=dict)  # submitter's name, authors, link... (validated first)
 
 
 @dataclass
@@ -74,6 +77,9 @@ def prepare(job: Job) -> Prepared:
         scan.attributes = read_attributes(job.attributes)
     if not scan.samples["test"]:
         raise DataError(f"no usable test images under {source.root}/all/test: run 'advrp2k data inspect' to see why")
+    if len(scan.classes) < 2:
+        raise DataError(f"{source.root} holds {len(scan.classes)} SKU: a classifier needs at least two classes, "
+                        f"so accuracy would mean nothing; point --data at the whole release")
     return Prepared(source, scan, job.protocol.image_size or source.default_image_size)
 
 
@@ -103,31 +109,64 @@ def _train_key(prep: Prepared, arch: str, defense_name: str, defense_cfg: dict, 
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def get_model(job: Job, prep: Prepared, device: torch.device):
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate, and the checkpoint it came from."""
+
+    model: torch.nn.Module
+    path: Path
+    record: dict
+    sha256: str  # of the very bytes the weights were read from
+    train_wall: float | None  # seconds this model took to train (None: unknown, e.g. --checkpoint)
+    reused: bool  # True: loaded, not trained by this run
+
+
+def get_model(job: Job, prep: Prepared, device: torch.device) -> LoadedModel:
     """Load ``--checkpoint``, else the cached model of this exact config, else train one.
 
-    Returns:
-        (model in eval mode, checkpoint path, record, train wall seconds or None when reused).
+    Runs sharing a cache hold the model's lock: a second run of the same config waits for the
+    first to finish training and then reuses its model, never trains it twice.
     """
     info, defense = _defense(job)
     if job.checkpoint is not None:
-        state, record = load_checkpoint(job.checkpoint)
-        check_classes(record, prep.scan.classes, job.checkpoint)
-        model = _model_from_state(record, state, len(prep.scan.classes), job.checkpoint)
-        return _maybe_wrap(defense, model), Path(job.checkpoint), record, None
+        ckpt = read_checkpoint(job.checkpoint)
+        check_classes(ckpt.record, prep.scan.classes, job.checkpoint)
+        model = _model_from_state(ckpt.record, ckpt.state, len(prep.scan.classes), job.checkpoint)
+        return LoadedModel(_maybe_wrap(defense, model), Path(job.checkpoint), ckpt.record, ckpt.sha256, None, True)
     base_name, base = (defense.base_defense, create_defense(defense.base_defense)) \
         if isinstance(defense, TestTimeDefense) else (job.defense, defense)
-    arch, settings = job.protocol.arch, _settings(job)
-    key = _train_key(prep, arch, base_name, base.config(), settings)
+    settings = _settings(job)
+    key = _train_key(prep, job.protocol.arch, base_name, base.config(), settings)
     folder = cache_dir("models", key)
     path = folder / "model.safetensors"
-    if path.is_file():
-        try:
-            state, record = load_checkpoint(path)
-            model = _model_from_state(record, state, len(prep.scan.classes), path)
-            return _maybe_wrap(defense, model), path, record, None
-        except CheckpointError as exc:
-            log.warning("retraining: cached model unusable (%s)", exc)
+    with item_lock(folder, f"the model {base_name} (cache {folder})"):
+        cached = _cached_model(path, prep)
+        trained = cached is None
+        if trained:
+            _train_and_save(job, prep, device, base_name, base, settings, folder)
+            cached = _cached_model(path, prep)
+    ckpt, model = cached
+    return LoadedModel(_maybe_wrap(defense, model), path, ckpt.record, ckpt.sha256,
+                       _read_side_record(folder).get("train_wall_s"), reused=not trained)
+
+
+def _cached_model(path: Path, prep: Prepared):
+    """(checkpoint, model) from the model cache, or None when missing or unusable."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = read_checkpoint(path)
+        return ckpt, _model_from_state(ckpt.record, ckpt.state, len(prep.scan.classes), path)
+    except CheckpointError as exc:
+        log.warning("retraining: cached model unusable (%s)", exc)
+        return None
+
+
+def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, settings: TrainSettings,
+                    folder: Path) -> float:
+    """Train, then write the model (content only: identical trainings give identical files) and,
+    beside it, what varies between identical trainings (wall time, device, date)."""
+    arch = job.protocol.arch
     torch.manual_seed(job.seed)
     model = create_model(arch, len(prep.scan.classes))
     x, y = load_split(prep.scan, "train", prep.image_size, progress=job.progress)
@@ -137,11 +176,23 @@ def get_model(job: Job, prep: Prepared, device: torch.device):
     train(model, base, x, y, settings, folder / "run", device, progress=job.progress)
     wall = time.perf_counter() - t0
     record = {"arch": arch, "classes": prep.scan.classes, "image_size": prep.image_size, "defense": base_name,
-              "defense_config": base.config(), "train_settings": settings.to_dict(), "train_wall_s": wall,
+              "defense_config": base.config(), "train_settings": settings.to_dict(),
               "dataset": prep.source.name, "dataset_fingerprint": prep.scan.fingerprint,
-              "advrp2k_version": _version.__version__, "device": str(device)}
-    save_model(path, model, record)
-    return _maybe_wrap(defense, model), path, record, wall
+              "advrp2k_version": _version.__version__}
+    save_model(folder / "model.safetensors", model, record)
+    write_json(folder / "training.json", {"train_wall_s": wall, "device": str(device),
+                                          "date": datetime.datetime.now().isoformat(timespec="seconds")})
+    return wall
+
+
+def _read_side_record(folder: Path) -> dict:
+    from ._io import read_json
+
+    try:
+        side = read_json(folder / "training.json")
+        return side if isinstance(side, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _model_from_state(record: dict, state: dict, num_classes: int, path):
@@ -168,29 +219,54 @@ def default_attacks(protocol: Protocol) -> list[AttackSpec]:
     return [AttackSpec("pgd", {"steps": protocol.eval_steps, "restarts": protocol.eval_restarts})]
 
 
+def check_job(job: Job) -> None:
+    """Everything that can be refused is refused before any data work: the defense and its
+    options, the attack suite and its options, and every output location."""
+    _defense(job)
+    attacks = job.attacks or default_attacks(job.protocol)
+    names = [a.name for a in attacks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"attack {', '.join(twice)} is listed twice in the suite: list each attack once "
+                         f"(set its options instead of repeating it)")
+    for spec in attacks:
+        spec.build(Eps(8 / 255, "8/255"))  # unknown attacks and bad options fail now
+    if job.hand_fields:
+        from .leaderboard import validate_hand_fields
+
+        validate_hand_fields(job.hand_fields)
+    check_output_dir(job.leaderboard, "--leaderboard")
+    check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
+    if job.checkpoint is not None:
+        read_checkpoint(job.checkpoint)  # an unreadable or unsafe checkpoint fails now too
+
+
 def run_eval(job: Job) -> dict:
     """Train or load, evaluate, write the leaderboard entry; return it with its path."""
     device = resolve_device(job.device)
-    _defense(job)  # unknown names and bad options fail before any data work
-    if job.checkpoint is not None:
-        load_checkpoint(job.checkpoint)  # so does an unreadable or unsafe checkpoint
+    check_job(job)
     prep = prepare(job)
-    model, ckpt, record, train_wall = get_model(job, prep, device)
+    loaded = get_model(job, prep, device)
     attacks = job.attacks or default_attacks(job.protocol)
     eps_list = job.attack_eps or [Eps(4 / 255, "4/255"), Eps(8 / 255, "8/255")]
     if job.reuse_entry:
-        reused = _matching_entry(job, prep, ckpt, attacks, eps_list, record)
+        reused = _matching_entry(job, prep, loaded, attacks, eps_list)
         if reused is not None:
             return reused
     x, y = load_split(prep.scan, "test", prep.image_size, progress=job.progress)
     if job.n_examples:
         x, y = x[:job.n_examples], y[:job.n_examples]
-    state = _eval_state(job, prep, record, ckpt, attacks, eps_list, len(y))
-    result = evaluate(model, x, y, attacks, eps_list, device, job.batch_size_eval or default_eval_batch_size(device),
-                      job.progress,
-                      num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack)
-    entry = build_entry(job, prep, record, ckpt, result, device, train_wall)
-    path = write_entry(job.leaderboard, entry)
+    state = _eval_state(job, prep, loaded, attacks, eps_list, len(y))
+    with item_lock(state.path, f"the evaluation {state.path.name}"):
+        state.reload()  # a run that waited picks up what the other one saved
+        result = evaluate(loaded.model, x, y, attacks, eps_list, device,
+                          job.batch_size_eval or default_eval_batch_size(device), job.progress,
+                          num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack)
+        entry = build_entry(job, prep, loaded, result, device)
+        final = _examples_path(job, prep, entry["model_id"])
+        with item_lock(final, f"the entry {entry['model_id']}"):  # entry and its per-example file agree
+            state.publish(final)
+            path = write_entry(job.leaderboard, entry)
     return {"entry": entry, "path": str(path), "result": result}
 
 
@@ -201,24 +277,35 @@ def _identity(job: Job, record: dict):
     return info, defense, eps, model_id(defense.paper_id, record["arch"], eps)
 
 
-def _eval_state(job, prep, record, ckpt, attacks, eps_list, n) -> EvalState:
-    """Per-example results beside the entry: ``<leaderboard>/examples/<dataset>/linf/<model_id>.json``."""
-    mid = _identity(job, record)[3]
-    path = Path(job.leaderboard) / "examples" / prep.source.name / "linf" / f"{mid}.json"
-    if job.restart:
-        path.unlink(missing_ok=True)
-    header = {"model_id": mid, "checkpoint_sha256": sha256_file(ckpt), "data_fingerprint": prep.scan.fingerprint,
+def _examples_path(job: Job, prep: Prepared, mid: str) -> Path:
+    return Path(job.leaderboard) / "examples" / prep.source.name / "linf" / f"{mid}.json"
+
+
+def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n) -> EvalState:
+    """Per-example results of this exact evaluation, keyed by what defines it.
+
+    While running they live in ``<leaderboard>/examples/<dataset>/linf/.partial/<model_id>-<key>.json``
+    (two runs of the same model and config share the file; runs of different ones never
+    collide); when complete they are published as ``.../<model_id>.json`` beside the entry.
+    """
+    mid = _identity(job, loaded.record)[3]
+    header = {"model_id": mid, "checkpoint_sha256": loaded.sha256, "data_fingerprint": prep.scan.fingerprint,
               "eps": [e.label for e in sorted(eps_list)], "n_examples": n, "per_attack": job.per_attack,
               "attacks": [{"name": a.name, "options": a.options} for a in attacks]}
-    return EvalState(path, header)
+    key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:16]
+    final = _examples_path(job, prep, mid)
+    path = final.parent / ".partial" / f"{mid}-{key}.json"
+    if job.restart:
+        EvalState.discard(path)
+    return EvalState(path, header, published=None if job.restart else final)
 
 
-def _matching_entry(job, prep, ckpt, attacks, eps_list, record) -> dict | None:
+def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict | None:
     """The existing entry, if it was computed from this very checkpoint, data and attack suite."""
     from ._io import read_json
     from .leaderboard import entry_problems
 
-    path = Path(job.leaderboard) / "entries" / prep.source.name / "linf" / f"{_identity(job, record)[3]}.json"
+    path = Path(job.leaderboard) / "entries" / prep.source.name / "linf" / f"{_identity(job, loaded.record)[3]}.json"
     if not path.is_file():
         return None
     try:
@@ -226,7 +313,7 @@ def _matching_entry(job, prep, ckpt, attacks, eps_list, record) -> dict | None:
     except ValueError:
         return None
     wanted = [a.build(e).config() for a in attacks for e in sorted(eps_list)]  # the engine's order
-    same = (not entry_problems(entry) and entry["reproducibility"].get("checkpoint_sha256") == sha256_file(ckpt)
+    same = (not entry_problems(entry) and entry["reproducibility"].get("checkpoint_sha256") == loaded.sha256
             and entry["data"].get("fingerprint") == prep.scan.fingerprint and entry["attacks"] == wanted
             and (job.n_examples is None or entry["n_examples"] == job.n_examples))
     return {"entry": entry, "path": str(path), "result": None, "reused": True} if same else None
@@ -237,7 +324,8 @@ def model_id(paper_id: str, arch: str, eps: Eps | None) -> str:
     return f"{paper_id}_{arch}{suffix}"
 
 
-def build_entry(job: Job, prep: Prepared, record: dict, ckpt: Path, result: EvalResult, device, train_wall) -> dict:
+def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResult, device) -> dict:
+    record = loaded.record
     info, defense, eps, mid = _identity(job, record)
     attack_plugins = [ATTACKS.info(a.name).provenance() for a in (job.attacks or default_attacks(job.protocol))]
     entry = {
@@ -257,7 +345,8 @@ def build_entry(job: Job, prep: Prepared, record: dict, ckpt: Path, result: Eval
         **({"per_attack": result.per_attack} if result.per_attack else {}),
         **({"autoattack_acc": result.per_attack["autoattack"]} if "autoattack" in result.per_attack else {}),
         "date": datetime.date.today().isoformat(),
-        "reproducibility": _repro(job, record, ckpt, result, device, train_wall),
+        "reproducibility": _repro(job, loaded, result, device),
+        **job.hand_fields,
     }
     return entry
 
@@ -266,14 +355,14 @@ def _eps_of(result: EvalResult, label: str) -> float:
     return next(a["eps"] for a in result.attacks if a["eps_label"] == label)
 
 
-def _repro(job, record, ckpt, result, device, train_wall) -> dict:
+def _repro(job, loaded: LoadedModel, result, device) -> dict:
     import torchvision
 
+    record = loaded.record
     return {"seed": job.seed, "protocol": job.protocol.to_dict(), "train_settings": record.get("train_settings"),
             "versions": {"advrp2k": _version.__version__, "torch": torch.__version__,
                          "torchvision": torchvision.__version__, "python": platform.python_version()},
             "device": str(device), "dataset_fingerprint": record.get("dataset_fingerprint"),
-            "checkpoint_sha256": sha256_file(ckpt),
-            "wall_s": {"train": train_wall if train_wall is not None else record.get("train_wall_s"),
-                       "train_reused_from_cache": train_wall is None, "eval": result.wall_s},
+            "checkpoint_sha256": loaded.sha256,
+            "wall_s": {"train": loaded.train_wall, "train_reused_from_cache": loaded.reused, "eval": result.wall_s},
             "counts": result.counts}

@@ -7,13 +7,14 @@ paper-reported and are not ranked.
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 
 import jinja2
 
-from ._io import read_json, write_json, write_text
-from .leaderboard import load_entries
+from ._io import write_json, write_text
+from .leaderboard import read_regular_file, load_entries
 from .table5 import EPS_LABELS, PAPER, ROW_NAMES
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -146,7 +147,7 @@ def build_site(leaderboard: str | Path, out: str | Path | None = None, readme: s
     entries, problems = load_entries(leaderboard)
     write_json(leaderboard / "leaderboard.json", _aggregate(entries))
     env = _env()
-    table5 = read_json(leaderboard / "table5.json") if (leaderboard / "table5.json").is_file() else None
+    table5 = _read_table5(leaderboard / "table5.json", problems)
     sections = _sections(entries)
     common = {"eps_labels": EPS_LABELS, "n_entries": len(entries)}
     for e in entries:
@@ -161,6 +162,21 @@ def build_site(leaderboard: str | Path, out: str | Path | None = None, readme: s
     write_text(out / "submit.html", env.get_template("submit.html").render(
         guide_html=markdown_to_html(guide), root=".", **common))
     return {"entries": len(entries), "problems": problems, "site": str(out)}
+
+
+def _read_table5(path: Path, problems: list[str]) -> dict | None:
+    """``table5.json`` if present and of the shape ``reproduce table5`` writes; else reported and skipped."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        table = json.loads(read_regular_file(path))
+        rows = table["rows"]
+        if not all(isinstance(r["measured"]["robust_acc"], dict) and isinstance(r["paper"], dict) for r in rows):
+            raise ValueError("rows without measured and paper results")
+        return table
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problems.append(f"{path}: not used: {str(exc)[:200]}")
+        return None
 
 
 def _default_readme() -> Path:

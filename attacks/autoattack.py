@@ -24,6 +24,7 @@ import torch
 from advrp2k._compat import autoattack_module
 from advrp2k._registry import register_attack
 from advrp2k.attack_base import Attack, AttackResult
+from advrp2k.options import Option
 
 logging.getLogger("auto-attack").setLevel(logging.WARNING)
 
@@ -48,6 +49,11 @@ def _n_targets(model, x, wanted: int) -> int:
 
 @register_attack("apgd_ce")
 class APGDCE(Attack):
+    options = {
+        "steps": Option(int, 100, min=1, max=10_000, help="APGD iterations"),
+        "restarts": Option(int, 1, min=1, max=100, help="APGD restarts"),
+        "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
+    }
     def __init__(self, eps, steps: int = 100, restarts: int = 1, seed: int = 0):
         super().__init__(eps, seed)
         self.steps, self.restarts = int(steps), int(restarts)
@@ -65,6 +71,13 @@ class APGDCE(Attack):
 
 @register_attack("apgd_t")
 class APGDT(Attack):
+    options = {
+        "steps": Option(int, 100, min=1, max=10_000, help="APGD iterations"),
+        "restarts": Option(int, 1, min=1, max=100, help="APGD restarts"),
+        "n_target_classes": Option(int, 9, min=1, max=100, help="top classes targeted"),
+        "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
+    }
+
     def __init__(self, eps, steps: int = 100, restarts: int = 1, n_target_classes: int = 9, seed: int = 0):
         super().__init__(eps, seed)
         self.steps, self.restarts, self.n_target_classes = int(steps), int(restarts), int(n_target_classes)
@@ -83,6 +96,13 @@ class APGDT(Attack):
 
 @register_attack("autoattack")
 class AutoAttackStandard(Attack):
+    options = {
+        "version": Option(str, "standard", choices=("standard",), help="AutoAttack's standard suite"),
+        "apgd_steps": Option(int, 100, min=1, max=10_000, help="APGD and FAB iterations"),
+        "square_queries": Option(int, 5000, min=1, max=1_000_000, help="Square queries"),
+        "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
+    }
+
     def __init__(self, eps, version: str = "standard", apgd_steps: int = 100, square_queries: int = 5000,
                  seed: int = 0):
         super().__init__(eps, seed)

@@ -18,10 +18,17 @@ import torch
 from advrp2k._registry import register_attack
 from advrp2k.attack_base import Attack, AttackResult, project_linf, random_start
 from advrp2k.losses import LOSSES
+from advrp2k.options import Option
 
 
 @register_attack("fgsm")
 class FGSM(Attack):
+    options = {
+        "step_size": Option(float, None, min=0, max=1, help="eps when unset"),
+        "random_start": Option(bool, False, help="start at a uniform point of the ball"),
+        "loss": Option(str, "ce", choices=tuple(sorted(LOSSES)), help="cross-entropy or margin loss"),
+        "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
+    }
     def __init__(self, eps, step_size: float | None = None, random_start: bool = False, loss: str = "ce",
                  seed: int = 0):
         super().__init__(eps, seed)

@@ -27,11 +27,21 @@ import torch
 from advrp2k._registry import register_attack
 from advrp2k.attack_base import Attack, AttackResult, project_linf, random_start
 from advrp2k.losses import LOSSES
+from advrp2k.options import Option
 
 
 @register_attack("pgd")
 class PGD(Attack):
     refills = True  # the engine may hand it more examples than a batch; it keeps a batch in flight
+    options = {
+        "steps": Option(int, 20, min=1, max=10_000, help="gradient-sign steps"),
+        "step_size": Option(float, None, min=0, max=1, help="2.5 * eps / steps when unset"),
+        "random_start": Option(bool, True, help="start at a uniform point of the ball"),
+        "restarts": Option(int, 1, min=1, max=1_000, help="restarts; each attacks only survivors"),
+        "loss": Option(str, "ce", choices=tuple(sorted(LOSSES)), help="cross-entropy or margin loss"),
+        "early_stop": Option(bool, True, help="drop an example the moment it is fooled"),
+        "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
+    }
     def __init__(self, eps, steps: int = 20, step_size: float | None = None, random_start: bool = True,
                  restarts: int = 1, loss: str = "ce", early_stop: bool = True, seed: int = 0):
         super().__init__(eps, seed)
@@ -134,6 +144,8 @@ class PGD(Attack):
 @register_attack("pgd_cw")
 class PGDMargin(PGD):
     """PGD on the Carlini-Wagner margin loss (same options as ``pgd``; ``loss`` defaults to ``"cw"``)."""
+
+    options = {**PGD.options, "loss": Option(str, "cw", choices=tuple(sorted(LOSSES)), help="margin loss")}
 
     def __init__(self, eps, loss: str = "cw", **kwargs):
         super().__init__(eps, loss=loss, **kwargs)

@@ -15,11 +15,17 @@ import torch
 from advrp2k._compat import autoattack_module
 from advrp2k._registry import register_attack
 from advrp2k.attack_base import Attack, AttackResult
+from advrp2k.options import Option
 
 
 @register_attack("square")
 class Square(Attack):
     gradient_free = True
+    options = {
+        "queries": Option(int, 1000, min=1, max=1_000_000, help="random-search queries"),
+        "p_init": Option(float, 0.8, min=0, max=1, help="initial fraction of pixels changed"),
+        "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
+    }
 
     def __init__(self, eps, queries: int = 1000, p_init: float = 0.8, seed: int = 0):
         super().__init__(eps, seed)

@@ -10,11 +10,13 @@ times two. It reuses the ``fgsm`` attack plugin with ``random_start=True``.
 from advrp2k._registry import register_defense
 from advrp2k.attack_base import create_attack
 from advrp2k.defense_base import AdversarialTraining
+from advrp2k.options import Option
 
 
 @register_defense("fast_fgsm")
 class FastFGSM(AdversarialTraining):
     paper_id = "Wong2020Fast"
+    options = {"step_size": Option(float, None, min=0, max=1, help="1.25 * eps when unset")}
 
     def __init__(self, eps=None, step_size: float | None = None):
         super().__init__(eps)

@@ -12,11 +12,14 @@ The attack runs the model in eval mode, so generating examples never moves Batch
 from advrp2k._registry import register_defense
 from advrp2k.attack_base import create_attack
 from advrp2k.defense_base import AdversarialTraining
+from advrp2k.options import Option
 
 
 @register_defense("madry")
 class MadryAT(AdversarialTraining):
     paper_id = "Madry2018Towards"
+    options = {"steps": Option(int, 7, min=1, max=1_000, help="PGD steps per training batch"),
+               "step_size": Option(float, None, min=0, max=1, help="2.5 * eps / steps when unset")}
 
     def __init__(self, eps=None, steps: int = 7, step_size: float | None = None):
         super().__init__(eps)

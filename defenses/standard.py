@@ -7,6 +7,7 @@ from advrp2k.defense_base import TrainingDefense
 
 @register_defense("standard")
 class StandardTraining(TrainingDefense):
+    options = {}  # declared: takes none
     paper_id = "Standard"
     needs_eps = False
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from .._io import read_json, write_json
+from .._io import atomic_write, read_json, write_json
+from .._locks import item_lock
 from ..errors import DataError
 from ..paths import cache_dir
 from ._mojibake import repair_name
@@ -180,13 +181,14 @@ def scan_rp2k(path: str | Path, progress: Callable | None = None, use_cache: boo
         raise DataError(f"{root}/all has no train or test SKU folders: expected all/train/<sku>/*.jpg")
     key = _listing_key(root, tree)
     cache_file = cache_dir("scans") / f"{key}.json"
-    if use_cache and cache_file.is_file():
-        try:
-            return Rp2kScan(**read_json(cache_file))
-        except (ValueError, TypeError, OSError):
-            log.warning("ignoring unreadable scan cache %s", cache_file)
-    scan = _scan(root, tree, progress)
-    write_json(cache_file, asdict(scan))
+    with item_lock(cache_file, f"the scan of {root}"):  # a run that waited reuses the other's scan
+        if use_cache and cache_file.is_file():
+            try:
+                return Rp2kScan(**read_json(cache_file))
+            except (ValueError, TypeError, OSError):
+                log.warning("ignoring unreadable scan cache %s", cache_file)
+        scan = _scan(root, tree, progress)
+        write_json(cache_file, asdict(scan))
     return scan
 
 
@@ -259,6 +261,13 @@ def load_split(scan: Rp2kScan, split: str, image_size: int, progress: Callable |
     if len(items) * 3 * image_size * image_size > max_bytes:
         return LazyImages(scan, split, image_size), y
     cache_file = cache_dir("tensors") / f"{scan.fingerprint[:24]}_{split}_{image_size}.pt"
+    with item_lock(cache_file, f"the decoded {split} split"):
+        return _cached_split(cache_file, scan, split, y, image_size, progress)
+
+
+def _cached_split(cache_file: Path, scan: Rp2kScan, split: str, y, image_size: int, progress):
+    """The decoded split from its tensor cache, decoding and caching it first if needed."""
+    items = scan.samples[split]
     if cache_file.is_file():
         try:
             blob = torch.load(cache_file, map_location="cpu", weights_only=True)
@@ -269,8 +278,6 @@ def load_split(scan: Rp2kScan, split: str, image_size: int, progress: Callable |
     iterator = progress(items, total=len(items), desc=f"loading {split}") if progress else items
     for i, (rel, _) in enumerate(iterator):
         x[i] = _resize_to_tensor(decode_image(Path(scan.root) / rel)[0], image_size)
-    from .._io import atomic_write
-
     atomic_write(cache_file, lambda f: torch.save({"x": x, "y": y}, f))
     return x, y
 

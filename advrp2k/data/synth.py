@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._locks import item_lock
 from .._registry import register_dataset
 from ..paths import cache_dir
 from .source import DataSource
@@ -209,16 +210,19 @@ def generate(out: Path, cfg: SynthConfig = SynthConfig(), progress=None) -> Path
     out = Path(out)
     if (out / "all").is_dir():
         return out
-    catalogue = make_catalogue(cfg)
-    tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out.parent if out.parent.exists() else None))
-    try:
-        rows = _write_images(tmp, catalogue, cfg, progress)
-        _write_tables(tmp, catalogue, rows)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with item_lock(out, f"the synthetic dataset {out}"):
+        if (out / "all").is_dir():  # another run generated it while this one waited
+            return out
+        catalogue = make_catalogue(cfg)
+        tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out.parent))
+        try:
+            rows = _write_images(tmp, catalogue, cfg, progress)
+            _write_tables(tmp, catalogue, rows)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out
 
 
