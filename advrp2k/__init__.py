@@ -12,8 +12,9 @@ from .attack_base import Attack, AttackResult, create_attack, frozen_eval, proje
 from .defense_base import AdversarialTraining, Defense, TestTimeDefense, TrainingDefense, create_defense
 from .errors import Advrp2kError
 from .models import create_model, list_archs
+from .options import Option
 
 __all__ = ["Eps", "parse_eps", "parse_eps_list", "ATTACKS", "ARCHS", "DATASETS", "DEFENSES", "load_plugins",
            "register_arch", "register_attack", "register_dataset", "register_defense", "__version__", "Attack",
            "AttackResult", "create_attack", "frozen_eval", "project_linf", "AdversarialTraining", "Defense",
-           "TestTimeDefense", "TrainingDefense", "create_defense", "Advrp2kError", "create_model", "list_archs"]
+           "TestTimeDefense", "TrainingDefense", "create_defense", "Advrp2kError", "create_model", "list_archs", "Option"]

@@ -294,10 +294,13 @@ def submit_cmd(name, authors, link, venue, leaderboard, **kw):
 @click.option("--out", type=click.Path(path_type=Path), help="Site folder (default LEADERBOARD/site).")
 def build_cmd(leaderboard, out):
     """Generate LEADERBOARD/leaderboard.json and the static site from the entries."""
+    from ._io import check_output_dir
     from .site import build_site
 
     if not (leaderboard / "entries").is_dir():
         raise UsageError(f"{leaderboard}/entries does not exist: run 'advrp2k eval' first or pass the leaderboard folder")
+    check_output_dir(leaderboard, "LEADERBOARD")
+    check_output_dir(out or leaderboard / "site", "--out")
     report = build_site(leaderboard, out)
     for p in report["problems"]:
         click.echo(f"skipped invalid entry: {p}", err=True)

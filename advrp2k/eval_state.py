@@ -166,7 +166,8 @@ def _index_ok(i, n) -> bool:
 
 def set_aside(path: Path, why: str) -> Path:
     """Rename a file that cannot be trusted to ``<name>.bad-<time>``, with a warning naming both."""
-    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}")
     os.replace(path, aside)
-    log.warning("per-example results %s are %s: set aside as %s; starting that evaluation over", path, why, aside.name)
+    log.warning("per-example results %s cannot be used (%s): set aside as %s; starting that evaluation over",
+                path, why, aside.name)
     return aside

@@ -264,7 +264,8 @@ def run_eval(job: Job) -> dict:
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack)
         entry = build_entry(job, prep, loaded, result, device)
         final = _examples_path(job, prep, entry["model_id"])
-        with item_lock(final, f"the entry {entry['model_id']}"):  # entry and its per-example file agree
+        # Entry and per-example file are published together; the lock lives in .partial/, out of sight.
+        with item_lock(final.parent / ".partial" / final.name, f"the entry {entry['model_id']}"):
             state.publish(final)
             path = write_entry(job.leaderboard, entry)
     return {"entry": entry, "path": str(path), "result": result}
