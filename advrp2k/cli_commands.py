@@ -7,10 +7,16 @@ from pathlib import Path
 import click
 
 from . import _registry
+from ._eps import parse_eps_list
 from .cli import EpsListType, EpsType, _progress, cli, parse_key_values
 from .errors import UsageError
 from .evaluator import AttackSpec
 from .protocols import PROTOCOLS, get_protocol
+
+
+#: The nested eps grid of ``eval --curve`` (eps 0 is the clean accuracy). The engine attacks only
+#: survivors and starts each eps from the previous one's points, so it costs little more than 16/255.
+CURVE_EPS = "1/255,2/255,3/255,4/255,6/255,8/255,12/255,16/255"
 
 
 def _apply(f, opts):
@@ -73,12 +79,19 @@ def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, dev
 @click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
 @click.option("--batch-size", "batch_size_eval", type=click.IntRange(min=1),
               help="Examples in flight per attack step (default 128 on CPU, 512 on CUDA).")
+@click.option("--curve", is_flag=True, help=f"Evaluate the robustness curve's eps grid ({CURVE_EPS}) instead of --attack-eps.")
 @click.option("--cascade", is_flag=True, help="Attack only survivors of earlier attacks (cheaper; no per-attack numbers).")
 @click.option("--restart", is_flag=True, help="Discard saved per-example results instead of resuming from them.")
 @click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
-def eval_cmd(attacks, attack_eps, n_examples, batch_size_eval, cascade, restart, leaderboard, **kw):
+@click.pass_context
+def eval_cmd(ctx, attacks, attack_eps, n_examples, batch_size_eval, curve, cascade, restart, leaderboard, **kw):
     """Train (or reuse) a defended model, evaluate it, write a leaderboard entry."""
     from .pipeline import default_attacks, run_eval
+
+    if curve:
+        if ctx.get_parameter_source("attack_eps") is not click.core.ParameterSource.DEFAULT:
+            raise UsageError("--curve evaluates its own eps grid: leave out --attack-eps")
+        attack_eps = parse_eps_list(CURVE_EPS)
 
     job = _make_job(**kw, attack_eps=attack_eps, n_examples=n_examples, leaderboard=leaderboard,
                     per_attack=not cascade, restart=restart, batch_size_eval=batch_size_eval)
@@ -92,25 +105,60 @@ def eval_cmd(attacks, attack_eps, n_examples, batch_size_eval, cascade, restart,
     click.echo(f"\nwrote {out['path']}")
 
 
+def _ci_text(interval) -> str:
+    return f"  [{interval[0]:6.2%}, {interval[1]:6.2%}]" if interval else ""
+
+
 def format_entry(entry: dict) -> str:
-    """The table printed after an evaluation."""
+    """The table printed after an evaluation (with 95 % Wilson intervals when the entry has them)."""
     w = 34
+    ci = entry.get("ci95", {})
     lines = [f"{entry['model_id']}  ({entry['data']['description']})",
              f"  defense {entry['defense']}" + (f" at eps {entry['train_eps_label']}" if entry.get('train_eps_label') else "")
              + f", arch {entry['arch']}, {entry['n_examples']} test images",
-             "", f"  {'metric':<{w}}{'accuracy':>10}", f"  {'-' * (w + 10)}",
-             f"  {'clean top-1':<{w}}{entry['clean_acc']:>9.2%}", f"  {'clean top-5':<{w}}{entry['top5_acc']:>9.2%}"]
+             "", f"  {'metric':<{w}}{'accuracy':>10}" + ("  95 % interval" if ci else ""), f"  {'-' * (w + 34)}",
+             f"  {'clean top-1':<{w}}{entry['clean_acc']:>9.2%}{_ci_text(ci.get('clean_acc'))}",
+             f"  {'clean top-5':<{w}}{entry['top5_acc']:>9.2%}{_ci_text(ci.get('top5_acc'))}"]
     names = sorted({a['name'] for a in entry['attacks']})
-    for label, acc in entry["robust_acc"].items():
+    for label, acc in sorted(entry["robust_acc"].items(), key=lambda kv: entry.get("eps", {}).get(kv[0], 0)):
         for name, per in entry.get("per_attack", {}).items() if len(names) > 1 else ():
-            lines.append(f"  {'  ' + name + ' alone @ ' + label:<{w}}{per[label]:>9.2%}")
+            lines.append(f"  {'  ' + name + ' alone @ ' + label:<{w}}{per[label]:>9.2%}"
+                         f"{_ci_text(ci.get('per_attack', {}).get(name, {}).get(label))}")
         what = f"robust {names[0]}" if len(names) == 1 else "robust, worst case"
-        lines.append(f"  {what + ' @ ' + label:<{w}}{acc:>9.2%}")
+        lines.append(f"  {what + ' @ ' + label:<{w}}{acc:>9.2%}{_ci_text(ci.get('robust_acc', {}).get(label))}")
+    lines += _format_analyses(entry)
     for flag in entry.get("flags", []):
         lines.append(f"  FLAG evaluation potentially unreliable: {flag['check']}: {flag['detail']}")
     if entry.get("synthetic"):
         lines.append("  (synthetic data: these numbers are not RP2K results)")
     return "\n".join(lines)
+
+
+def _format_analyses(entry: dict) -> list[str]:
+    """Curve summary, long tail and mistake severity, a few lines each."""
+    lines = []
+    c = entry.get("curve")
+    if c and len(c["eps"]) > 3:
+        half = f"{c['half_clean_eps'] * 255:.2f}/255" if c["half_clean_eps"] is not None else "not reached"
+        lines += ["", f"  curve: half of clean accuracy at eps {half}; normalised AUC {c['auc']:.3f} "
+                      f"(0 to {c['labels'][-1]})"]
+    a = entry.get("analysis")
+    if not a:
+        return lines
+    lt, sev = a["long_tail"], a["severity"]
+    bins = "; ".join(f"{b['bin'].split(' ')[0]} {b['robust_acc']:.2%} ({b['n_skus']} SKUs)"
+                     for b in lt["bins"] if b["robust_acc"] is not None)
+    lines += ["", f"  long tail @ {a['eps']}: {bins}",
+              f"    class-balanced robust {lt['balanced_robust_acc']:.2%}; worst SKU {lt['worst_sku']['sku']} "
+              f"{lt['worst_sku']['robust_acc']:.2%}; bottom-10 % mean {lt['bottom10_mean']:.2%}"]
+    if "histogram" in sev:
+        hist = ", ".join(f"{lv} {n}" for lv, n in zip(sev["levels"], sev["histogram"]))
+        lines.append(f"  mistake severity @ {a['eps']} ({sev['n_fooled']} fooled): {hist}")
+    if sev["attractors"]:
+        top = sev["attractors"][0]
+        lines.append(f"    top attractor {top['sku']} ({top['share']:.0%} of fooled examples)")
+    lines += [f"    skipped: {s}" for s in sev["skipped"]]
+    return lines
 
 
 @cli.command("train")

@@ -39,6 +39,9 @@ class EvalState:
         self.path = Path(path) if path else None
         self.header = header
         self.published = Path(published) if published else None
+        # What the analyses need beside the results (labels, class names, training counts,
+        # attributes); set by the caller, written with the results, never read back for resuming.
+        self.context: dict = {}
         self.reload()
 
     def reload(self) -> None:
@@ -69,7 +72,9 @@ class EvalState:
             raise UsageError(f"an unfinished evaluation saved at {path} was for another {', '.join(diff)}: refusing to "
                              f"resume from it; delete the file (or pass --restart) to evaluate from scratch")
         self.clean_correct = data["clean_correct"]
-        self.stages = {k: {"done": list(v["done"]), "fooled": list(v["fooled"])} for k, v in data["stages"].items()}
+        self.stages = {k: {"done": list(v["done"]), "fooled": list(v["fooled"]),
+                           "adv_class": list(v.get("adv_class", [-1] * len(v["fooled"])))}
+                       for k, v in data["stages"].items()}
         self.counts.update(data.get("counts") or {})
         self.complete = data["complete"]
 
@@ -77,10 +82,13 @@ class EvalState:
         st = self.stages.get(key, {"done": [], "fooled": []})
         return set(st["done"]), set(st["fooled"])
 
-    def record(self, key: str, done: list[int], fooled: list[int]) -> None:
-        st = self.stages.setdefault(key, {"done": [], "fooled": []})
+    def record(self, key: str, done: list[int], fooled: list[int], adv_class: list[int] | None = None) -> None:
+        """Save a finished batch: examples attacked, those fooled, and the class each fooling point went to."""
+        st = self.stages.setdefault(key, {"done": [], "fooled": [], "adv_class": []})
         st["done"] += done
         st["fooled"] += fooled
+        st.setdefault("adv_class", [])
+        st["adv_class"] += adv_class if adv_class is not None else [-1] * len(fooled)
         self.save()
 
     def _points_dir(self) -> Path:
@@ -114,8 +122,12 @@ class EvalState:
         if self.path and complete and self._points_dir().is_dir():
             shutil.rmtree(self._points_dir())  # only needed to resume an unfinished run
         if self.path:
-            write_json(self.path, {"header": self.header, "clean_correct": self.clean_correct,
-                                   "stages": self.stages, "counts": self.counts, "complete": complete})
+            write_json(self.path, self.as_dict())
+
+    def as_dict(self) -> dict:
+        """The saved form (also what ``advrp2k.results.frame`` reads)."""
+        return {"header": self.header, "clean_correct": self.clean_correct, "stages": self.stages,
+                "counts": self.counts, "complete": self.complete, "context": self.context}
 
     def publish(self, final: str | Path) -> None:
         """Move the finished results to ``final`` (beside the entry), atomically."""
@@ -147,12 +159,17 @@ def state_problem(data) -> str | None:
         return "no 'stages' object"
     n = len(clean) if isinstance(clean, list) else None
     for key, st in stages.items():
-        if not isinstance(st, dict) or set(st) != {"done", "fooled"}:
-            return f"stage {key[:40]!r} is not {{'done': [...], 'fooled': [...]}}"
+        if not isinstance(st, dict) or not {"done", "fooled"} <= set(st) <= {"done", "fooled", "adv_class"}:
+            return f"stage {key[:40]!r} is not {{'done': [...], 'fooled': [...], 'adv_class': [...]}}"
         for part in ("done", "fooled"):
             ids = st[part]
             if not isinstance(ids, list) or not all(_index_ok(i, n) for i in ids):
                 return f"stage {key[:40]!r}: '{part}' is not a list of example indices"
+        adv = st.get("adv_class", [-1] * len(st["fooled"]))
+        if not isinstance(adv, list) or len(adv) != len(st["fooled"]) or not all(_index_ok(c + 1, None) for c in adv):
+            return f"stage {key[:40]!r}: 'adv_class' is not one class (or -1) per fooled example"
+    if not isinstance(data.get("context", {}), dict):
+        return "'context' is not an object"
     counts = data.get("counts", {})
     if not isinstance(counts, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                                for v in counts.values()):

@@ -185,23 +185,24 @@ class _Engine:
         for idx in _batches(todo, chunk):
             xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
             res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb))
-            _reverify(self.model, res, yb, spec.name, eps, self.batch_size)
+            preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size).cpu().tolist()
             self.counts["attack_forwards"] += res.forwards
             self.counts["attack_backwards"] += res.backwards
             self.counts["attacked_examples"] += len(idx)
-            fooled_now, kept = [], []
-            for i, f, xa in zip(idx.tolist(), res.fooled.cpu().tolist(), res.x_adv.cpu()):
+            fooled_now, adv_class, kept = [], [], []
+            for i, f, xa, pred in zip(idx.tolist(), res.fooled.cpu().tolist(), res.x_adv.cpu(), preds):
                 if f:
                     still[i] = False
                     self._fooled(i, spec.name, eps)
                     adv_points.pop(i, None)
                     fooled_now.append(i)
+                    adv_class.append(pred)
                 else:
                     adv_points[i] = xa
                     kept.append(i)
             if kept:
                 self.state.save_points(key, kept, torch.stack([adv_points[i] for i in kept]))
-            self.state.record(key, idx.tolist(), fooled_now)
+            self.state.record(key, idx.tolist(), fooled_now, adv_class)
             if bar is not None:
                 bar.update(len(idx))
         if bar is not None:
@@ -220,16 +221,22 @@ def _stack_init(adv_points, idx, xb):
 
 
 @torch.no_grad()
-def _reverify(model, res, y, name, eps, batch_size):
-    """Recompute predictions on the returned points: they must agree with the attack's claims."""
+def _reverify(model, res, y, name, eps, batch_size) -> torch.Tensor:
+    """Recompute predictions on the returned points: they must agree with the attack's claims.
+
+    Returns:
+        the predicted class of each returned point (the adversarial class where fooled).
+    """
     with frozen_eval(model):
-        wrong = torch.cat([model(part).argmax(1) for part in res.x_adv.split(batch_size)]) != y
+        preds = torch.cat([model(part).argmax(1) for part in res.x_adv.split(batch_size)])
+    wrong = preds != y
     bad = res.fooled & ~wrong
     fail_if(bool(bad.any()), "re-verification",
             f"{name} at {eps.label} claims {int(bad.sum())} examples fooled whose returned points are classified "
             f"correctly")
     # An unclaimed fooling point is a bookkeeping slip, but a harmless one: count it as fooled.
     res.fooled |= wrong
+    return preds
 
 
 def _check_monotone(clean, robust):

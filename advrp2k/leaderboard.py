@@ -76,7 +76,7 @@ def _acc_problems(entry: dict, where: str) -> list[str]:
     if not isinstance(robust, dict) or not robust:
         return out + [_problem("robust_acc", "must be an object like {\"8/255\": 0.12}", where)]
     prev = None
-    for label in sorted(robust, key=_eps_value):
+    for label in sorted(robust, key=eps_value):
         value = robust[label]
         if not check(f"robust_acc.{label}", value):
             continue
@@ -88,7 +88,7 @@ def _acc_problems(entry: dict, where: str) -> list[str]:
     return out
 
 
-def _eps_value(label: str) -> float:
+def eps_value(label: str) -> float:
     try:
         from ._eps import parse_eps
 

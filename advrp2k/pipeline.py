@@ -24,11 +24,13 @@ from .data.rp2k import read_attributes
 from .defense_base import TestTimeDefense, create_defense
 from .errors import CheckpointError, DataError, UsageError
 from .eval_state import EvalState
+from .analyses import entry_analyses
 from .evaluator import AttackSpec, EvalResult, evaluate
 from .leaderboard import SCHEMA_VERSION, write_entry
 from .models import create_model, resolve_device
 from .paths import cache_dir, cache_home
 from .protocols import Protocol
+from .results import frame
 from .training import TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -257,18 +259,31 @@ def run_eval(job: Job) -> dict:
     if job.n_examples:
         x, y = x[:job.n_examples], y[:job.n_examples]
     state = _eval_state(job, prep, loaded, attacks, eps_list, len(y))
+    state.context = _analysis_context(prep, y)
     with item_lock(state.path, f"the evaluation {state.path.name}"):
         state.reload()  # a run that waited picks up what the other one saved
         result = evaluate(loaded.model, x, y, attacks, eps_list, device,
                           job.batch_size_eval or default_eval_batch_size(device), job.progress,
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack)
         entry = build_entry(job, prep, loaded, result, device)
+        entry.update(entry_analyses(entry, frame(state.as_dict()), state.context["attributes"]))
         final = _examples_path(job, prep, entry["model_id"])
         # Entry and per-example file are published together; the lock lives in .partial/, out of sight.
         with item_lock(final.parent / ".partial" / final.name, f"the entry {entry['model_id']}"):
             state.publish(final)
             path = write_entry(job.leaderboard, entry)
     return {"entry": entry, "path": str(path), "result": result}
+
+
+def _analysis_context(prep: Prepared, y: torch.Tensor) -> dict:
+    """What the per-example analyses need beside the results: labels, class names, training
+    counts per class and the attributes of the classes (saved with the per-example results)."""
+    classes = prep.scan.classes
+    counts = [0] * len(classes)
+    for _, label in prep.scan.samples.get("train", []):
+        counts[label] += 1
+    attrs = {c: prep.scan.attributes[c] for c in classes if c in prep.scan.attributes}
+    return {"labels": y.tolist(), "classes": classes, "train_counts": counts, "attributes": attrs}
 
 
 def _identity(job: Job, record: dict):

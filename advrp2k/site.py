@@ -14,7 +14,9 @@ from pathlib import Path
 import jinja2
 
 from ._io import write_json, write_text
-from .leaderboard import read_regular_file, load_entries
+from .leaderboard import eps_value, load_entries, read_regular_file
+from .plots import accuracy_svg, fig7_svg, severity_svg
+from .ranking import board_statistics, rank_key
 from .table5 import EPS_LABELS, PAPER, ROW_NAMES
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -25,50 +27,30 @@ def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.ChainableUndefined)
     env.filters["pct"] = lambda x: f"{100 * x:.2f}" if isinstance(x, (int, float)) else ""
+    env.filters["by_eps"] = lambda d: sorted(d.items(), key=lambda kv: eps_value(kv[0]))
+    env.filters["ci"] = lambda c: (f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]" if isinstance(c, list) and len(c) == 2
+                                   and all(isinstance(v, (int, float)) for v in c) else "")
     env.filters["safe_link"] = lambda u: u if isinstance(u, str) and u.startswith("https://") else None
     return env
-
-
-def accuracy_svg(entry: dict, width: int = 360, height: int = 220) -> str:
-    """Accuracy versus eps as an inline SVG (clean at eps 0, then each robust eps)."""
-    pts = [(0.0, entry["clean_acc"])] + sorted(
-        (entry.get("eps", {}).get(k, _eps_float(k)) * 255, v) for k, v in entry["robust_acc"].items())
-    left, right, top, bottom = 48, 16, 16, 40
-    xmax = max(8.0, max(p[0] for p in pts))
-    sx = lambda e: left + (width - left - right) * e / xmax  # noqa: E731
-    sy = lambda a: top + (height - top - bottom) * (1 - a)  # noqa: E731
-    grid = "".join(f'<line x1="{left}" x2="{width - right}" y1="{sy(a):.1f}" y2="{sy(a):.1f}" class="grid"/>'
-                   f'<text x="{left - 6}" y="{sy(a) + 4:.1f}" text-anchor="end">{int(a * 100)}%</text>'
-                   for a in (0, .25, .5, .75, 1))
-    ticks = "".join(f'<text x="{sx(e):.1f}" y="{height - bottom + 16}" text-anchor="middle">{e:g}/255</text>'
-                    for e, _ in pts)
-    line = " ".join(f"{sx(e):.1f},{sy(a):.1f}" for e, a in pts)
-    dots = "".join(f'<circle cx="{sx(e):.1f}" cy="{sy(a):.1f}" r="4"><title>eps {e:g}/255: {100 * a:.2f}%</title></circle>'
-                   for e, a in pts)
-    return (f'<svg class="plot" role="img" aria-label="accuracy versus eps" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{grid}{ticks}'
-            f'<polyline points="{line}" class="curve"/>{dots}'
-            f'<text x="{(width + left) / 2}" y="{height - 6}" text-anchor="middle">l_inf eps</text></svg>')
-
-
-def _eps_float(label: str) -> float:
-    num, _, den = label.partition("/")
-    return float(num) / float(den or 1)
 
 
 def _card_path(entry: dict) -> str:
     return f"entries/{entry['dataset']}/{entry['model_id']}.html"
 
 
-def _sections(entries: list[dict]) -> list[dict]:
-    """One ranked table per (dataset, threat model); real data first."""
+def _sections(entries: list[dict], leaderboard: Path) -> list[dict]:
+    """One ranked table per (dataset, threat model), real data first, with each entry's rank
+    interval and whether it differs significantly from the next one down (``_stats``)."""
     keys = sorted({(e["dataset"], e["threat_model"], e["synthetic"]) for e in entries}, key=lambda k: (k[2], k[0]))
     if not any(not k[2] for k in keys):
         keys.insert(0, ("rp2k", "linf", False))  # the paper's rows have a home even before any real entry
     out = []
     for dataset, threat, synthetic in keys:
         rows = [e for e in entries if (e["dataset"], e["threat_model"]) == (dataset, threat)]
-        rows.sort(key=lambda e: (-e["robust_acc"].get("8/255", 0), -e["clean_acc"]))
+        rows.sort(key=rank_key)
+        stats = board_statistics(leaderboard, rows)
+        for e in rows:
+            e["_stats"] = stats.get(e["model_id"], {})
         paper = _paper_rows() if dataset == "rp2k" and threat == "linf" else []
         out.append({"dataset": dataset, "threat_model": threat, "synthetic": synthetic, "rows": rows, "paper": paper})
     return out
@@ -80,7 +62,9 @@ def _paper_rows() -> list[dict]:
 
 def _aggregate(entries: list[dict]) -> dict:
     return {"schema_version": 1, "generated_by": "advrp2k leaderboard build",
-            "entries": [{"path": f"entries/{e['dataset']}/{e['threat_model']}/{e['model_id']}.json", **e} for e in entries],
+            "entries": [{"path": f"entries/{e['dataset']}/{e['threat_model']}/{e['model_id']}.json",
+                         **{k: v for k, v in e.items() if not k.startswith("_")}, "ranking": e.get("_stats", {})}
+                        for e in entries],
             "paper_table5": _paper_rows()}
 
 
@@ -145,10 +129,10 @@ def build_site(leaderboard: str | Path, out: str | Path | None = None, readme: s
     leaderboard = Path(leaderboard)
     out = Path(out) if out else leaderboard / "site"
     entries, problems = load_entries(leaderboard)
+    sections = _sections(entries, leaderboard)
     write_json(leaderboard / "leaderboard.json", _aggregate(entries))
     env = _env()
     table5 = _read_table5(leaderboard / "table5.json", problems)
-    sections = _sections(entries)
     common = {"eps_labels": EPS_LABELS, "n_entries": len(entries)}
     for e in entries:
         e["_card"] = _card_path(e)
@@ -156,8 +140,10 @@ def build_site(leaderboard: str | Path, out: str | Path | None = None, readme: s
     write_text(out / "index.html", env.get_template("index.html").render(
         sections=sections, table5=table5, root=".", **common))
     for e in entries:
+        analysis = e.get("analysis") or {}
         write_text(out / e["_card"], env.get_template("card.html").render(
-            e=e, svg=accuracy_svg(e), root="../..", **common))
+            e=e, svg=accuracy_svg(e), fig7=fig7_svg(analysis.get("long_tail", {})),
+            severity_svg=severity_svg(analysis.get("severity", {})), root="../..", **common))
     guide = readme_section(Path(readme) if readme else _default_readme(), "Write and submit a defense")
     write_text(out / "submit.html", env.get_template("submit.html").render(
         guide_html=markdown_to_html(guide), root=".", **common))

@@ -114,8 +114,8 @@ def test_site_in_chromium(site, browser):
     assert len(synth) == 3  # one row per synthetic entry, no paper rows mixed in
     by_id = {r.get_attribute("data-model-id"): r for r in synth}
     cells = by_id["Standard_smallcnn"].find_elements(By.TAG_NAME, "td")
-    assert [c.text for c in cells[3:6]] == ["95.21", "9.36", "0.00"]
-    assert cells[7].text == "pgd"  # the attack suite behind the numbers
+    assert [c.text.split("\n")[0] for c in cells[4:7]] == ["95.21", "9.36", "0.00"]
+    assert cells[8].text == "pgd"  # the attack suite behind the numbers
     real = _rows(browser, "table-rp2k-linf")
     assert len(real) == 1 + 3 and sum("paper-reported" in r.text for r in real) == 3
 
@@ -126,12 +126,12 @@ def test_site_in_chromium(site, browser):
     assert "evaluation potentially unreliable" in by_id["Evil_entry"].text
 
     # sorting: click "Clean" once (ascending), twice (descending)
-    header = browser.find_elements(By.CSS_SELECTOR, "#table-rp2k_synth-linf th")[3]
+    header = browser.find_elements(By.CSS_SELECTOR, "#table-rp2k_synth-linf th")[4]
     header.click()
-    ascending = [r.find_elements(By.TAG_NAME, "td")[3].text for r in _rows(browser, "table-rp2k_synth-linf")]
+    ascending = [r.find_elements(By.TAG_NAME, "td")[4].text.split("\n")[0] for r in _rows(browser, "table-rp2k_synth-linf")]
     assert ascending == ["50.00", "64.38", "95.21"]
     header.click()
-    descending = [r.find_elements(By.TAG_NAME, "td")[3].text for r in _rows(browser, "table-rp2k_synth-linf")]
+    descending = [r.find_elements(By.TAG_NAME, "td")[4].text.split("\n")[0] for r in _rows(browser, "table-rp2k_synth-linf")]
     assert descending == ["95.21", "64.38", "50.00"]
 
     # filtering by dataset hides the other table
