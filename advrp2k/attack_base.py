@@ -86,6 +86,16 @@ class Attack:
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         raise NotImplementedError
 
+    @classmethod
+    def randomized_options(cls, options: dict) -> dict:
+        """This attack's options for a randomized (non-deterministic) model.
+
+        The evaluator switches to the field's protocol for randomized defenses by itself; each
+        plugin says what that means for it (PGD: expectation over transformation; AutoAttack:
+        its "rand" version). The default leaves the options as they are.
+        """
+        return dict(options)
+
     def config(self) -> dict:
         return {"eps": self.eps.value, "eps_label": self.eps.label, "seed": self.seed}
 

@@ -1,7 +1,9 @@
 """Integrity checks on every evaluation (see docs: evaluation-integrity.md).
 
 FAIL-level checks raise ``IntegrityError`` (no entry is written). FLAG-level checks return
-``{"check", "detail"}`` records that are stored in the entry and mark it unreliable.
+``{"check", "detail"}`` records that are stored in the entry and mark it unreliable; a flag
+that an attack can settle also names it (``remedy``: the attacks the evaluator then runs on
+the examples still robust, see ``advrp2k.escalation``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from torch import nn
 
 from .attack_base import create_attack
 from .errors import IntegrityError
+from .escalation import MORE_QUERIES, MORE_STEPS, SCALE_INVARIANT
 
 
 def state_digest(model: nn.Module) -> str:
@@ -41,7 +44,7 @@ def flag_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict
         flags.append({"check": "batch-size invariance", "detail": "predictions at batch size 1 and N disagree"})
     rows = a.sum(1)
     if (a >= 0).all() and torch.allclose(rows, torch.ones_like(rows), atol=1e-3):
-        flags.append({"check": "logits, not probabilities",
+        flags.append({"check": "logits, not probabilities", "remedy": SCALE_INVARIANT,
                       "detail": "outputs are rows of probabilities; attacks on their cross-entropy are weakened"})
     flags += _gradient_flags(model, x, y)
     return flags
@@ -52,13 +55,15 @@ def _gradient_flags(model, x, y) -> list[dict]:
         xg = x.clone().requires_grad_(True)
         grad, = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg, allow_unused=True)
     if grad is None:
-        return [{"check": "usable gradients", "detail": "the output does not depend on the input through autograd"}]
+        return [{"check": "usable gradients", "remedy": SCALE_INVARIANT,
+                 "detail": "the output does not depend on the input through autograd"}]
     if not torch.isfinite(grad).all():
-        return [{"check": "usable gradients", "detail": "input gradients contain NaN or inf"}]
+        return [{"check": "usable gradients", "remedy": SCALE_INVARIANT, "detail": "input gradients contain NaN or inf"}]
     zero = (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
     if zero > 0.5:
-        return [{"check": "usable gradients",
-                 "detail": f"input gradient is exactly zero for {zero:.0%} of examples (masked gradients)"}]
+        return [{"check": "usable gradients", "remedy": SCALE_INVARIANT,
+                 "detail": f"input gradient is exactly zero for {zero:.0%} of examples (masked gradients or "
+                           f"saturated logits)"}]
     return []
 
 
@@ -68,8 +73,8 @@ def large_eps_flag(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_class
     acc = 1 - res.fooled.float().mean().item()
     bound = max(2.0 / num_classes, 0.05)
     if acc > bound:
-        return [{"check": "large-eps collapse", "detail": f"PGD at eps 0.5 leaves {acc:.1%} accuracy "
-                 f"(expected <= {bound:.1%}): gradients may be masked"}]
+        return [{"check": "large-eps collapse", "remedy": MORE_QUERIES,
+                 "detail": f"PGD at eps 0.5 leaves {acc:.1%} accuracy (expected <= {bound:.1%}): gradients may be masked"}]
     return []
 
 
@@ -87,7 +92,7 @@ def random_search_flags(attacks, by_attack: dict, n: int) -> list[dict]:
         black = torch.stack([m[label] for m, free in zip(masks, kinds) if free]).all(0)
         extra = int((white & ~black).sum())
         if extra > max(2, 0.01 * n):
-            flags.append({"check": "white-box beats random search",
+            flags.append({"check": "white-box beats random search", "remedy": MORE_QUERIES,
                           "detail": f"at {label} a gradient-free search fooled {extra} examples that every gradient "
                                     f"attack missed: gradients may be masked"})
     return flags
@@ -110,6 +115,7 @@ def convergence_flags(model, x, y, attacks, robust: dict, eps_list, device, batc
         extra += int(stronger(model, batch_images(x, part, device), y[part].to(device)).fooled.sum())
     drop = extra / max(1, len(y))
     if drop > 0.005:
-        return [{"check": "convergence", "detail": f"PGD with {2 * base.steps} steps and {2 * base.restarts} restarts "
+        return [{"check": "convergence", "remedy": MORE_STEPS,
+                 "detail": f"PGD with {2 * base.steps} steps and {2 * base.restarts} restarts "
                  f"lowers robust accuracy at {eps.label} by {100 * drop:.2f} points on {len(idx)} survivors"}]
     return []

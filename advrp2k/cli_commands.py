@@ -82,9 +82,11 @@ def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, dev
 @click.option("--curve", is_flag=True, help=f"Evaluate the robustness curve's eps grid ({CURVE_EPS}) instead of --attack-eps.")
 @click.option("--cascade", is_flag=True, help="Attack only survivors of earlier attacks (cheaper; no per-attack numbers).")
 @click.option("--restart", is_flag=True, help="Discard saved per-example results instead of resuming from them.")
+@click.option("--no-escalate", is_flag=True, help="Report flags only; do not run the attacks they call for.")
 @click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
 @click.pass_context
-def eval_cmd(ctx, attacks, attack_eps, n_examples, batch_size_eval, curve, cascade, restart, leaderboard, **kw):
+def eval_cmd(ctx, attacks, attack_eps, n_examples, batch_size_eval, curve, cascade, restart, no_escalate, leaderboard,
+             **kw):
     """Train (or reuse) a defended model, evaluate it, write a leaderboard entry."""
     from .pipeline import default_attacks, run_eval
 
@@ -94,7 +96,7 @@ def eval_cmd(ctx, attacks, attack_eps, n_examples, batch_size_eval, curve, casca
         attack_eps = parse_eps_list(CURVE_EPS)
 
     job = _make_job(**kw, attack_eps=attack_eps, n_examples=n_examples, leaderboard=leaderboard,
-                    per_attack=not cascade, restart=restart, batch_size_eval=batch_size_eval)
+                    per_attack=not cascade, restart=restart, batch_size_eval=batch_size_eval, escalate=not no_escalate)
     names = [a.strip() for a in attacks.split(",") if a.strip()]
     for name in names:
         _registry.ATTACKS.info(name)
@@ -129,6 +131,15 @@ def format_entry(entry: dict) -> str:
     lines += _format_analyses(entry)
     for flag in entry.get("flags", []):
         lines.append(f"  FLAG evaluation potentially unreliable: {flag['check']}: {flag['detail']}")
+    proto = entry.get("evaluation_protocol") or {}
+    if proto.get("randomized"):
+        lines.append(f"  randomized protocol: {proto['reason']}; verdicts over {proto['verdict_passes']} passes, "
+                     f"attacks with expectation over transformation")
+    esc = entry.get("escalation")
+    if esc:
+        ran = ", ".join(dict.fromkeys(a["name"] for a in esc["ran"]))
+        change = "; ".join(f"{k} {esc['robust_acc_before'][k]:.2%} -> {v:.2%}" for k, v in esc["robust_acc_after"].items())
+        lines.append(f"  ESCALATED because of {', '.join(esc['why'])}: ran {ran} on the survivors; robust {change}")
     if entry.get("synthetic"):
         lines.append("  (synthetic data: these numbers are not RP2K results)")
     return "\n".join(lines)
@@ -313,9 +324,10 @@ def validate_cmd(leaderboard):
 @click.option("--venue", default=None)
 @click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
 def submit_cmd(name, authors, link, venue, leaderboard, **kw):
-    """Evaluate under the leaderboard's fixed protocol and write the validated entry to send as a pull request.
+    """Evaluate under the leaderboard's ranking protocol and write the validated entry to send as a pull request.
 
-    The fixed protocol: the default attack suite at 4/255 and 8/255 on the whole test split.
+    The ranking protocol: PGD-20 and AutoAttack (standard) at 4/255 and 8/255 on the whole test
+    split; robust accuracy is the worst case per example over both.
     """
     import datetime
 
@@ -323,6 +335,7 @@ def submit_cmd(name, authors, link, venue, leaderboard, **kw):
     from .errors import EntryValidationError
     from .leaderboard import validate_hand_fields
     from .pipeline import run_eval
+    from .ranking import ranking_suite
 
     fields = {"name": name, "authors": authors, "link": link, **({"venue": venue} if venue else {})}
     try:
@@ -332,6 +345,7 @@ def submit_cmd(name, authors, link, venue, leaderboard, **kw):
     fields["submitted"] = {"tool": "advrp2k submit", "advrp2k_version": _version.__version__,
                            "date": datetime.date.today().isoformat()}
     job = _make_job(**kw, leaderboard=leaderboard, hand_fields=fields)
+    job.attacks = ranking_suite()  # exactly the suite the leaderboard ranks by
     out = run_eval(job)
     click.echo(format_entry(out["entry"]))
     click.echo(f"\nwrote {out['path']}\nSubmit it: open a pull request that adds this file to the advrp2k leaderboard.")

@@ -17,23 +17,14 @@ import torch
 from torch import nn
 
 from ._eps import Eps
-from .attack_base import create_attack, frozen_eval
+from .attack_base import frozen_eval
+from .attack_spec import AttackSpec  # noqa: F401  (re-exported: part of the evaluator's API)
 from .checks import convergence_flags, fail_if, flag_checks, large_eps_flag, random_search_flags, state_digest
+from .escalation import plan_remedies, protocol_for, randomized_suite
 from .data.rp2k import batch_images
 from .eval_state import EvalState
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AttackSpec:
-    """One attack of the suite: a registered name and its options (eps is set per run)."""
-
-    name: str
-    options: dict = field(default_factory=dict)
-
-    def build(self, eps: Eps):
-        return create_attack(self.name, eps, **self.options)
 
 
 @dataclass
@@ -48,6 +39,8 @@ class EvalResult:
     counts: dict
     wall_s: float
     per_attack: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)  # deterministic or randomized verdicts
+    escalation: dict | None = None  # remedies run because a check fired, with numbers before and after
 
     @property
     def n_examples(self) -> int:
@@ -80,21 +73,26 @@ def _batches(idx: torch.Tensor, size: int):
 
 
 @torch.no_grad()
-def clean_pass(model, x, y, device, batch_size, progress=None):
+def clean_pass(model, x, y, device, batch_size, progress=None, passes: int = 1):
+    """Top-1 and top-5 correctness; with ``passes`` > 1 (a randomized model) top-1 counts only
+    if every pass classifies the example correctly."""
     top1, top5 = torch.zeros(len(y), dtype=torch.bool), torch.zeros(len(y), dtype=torch.bool)
     batches = _batches(torch.arange(len(y)), batch_size)
     for idx in (progress(batches, desc="clean") if progress else batches):
-        logits = model(batch_images(x, idx, device)).cpu()
+        xb = batch_images(x, idx, device)
+        logits = model(xb).cpu()
         k = min(5, logits.shape[1])
         top1[idx] = logits.argmax(1) == y[idx]
         top5[idx] = (logits.topk(k, 1).indices == y[idx, None]).any(1)
+        for _ in range(passes - 1):
+            top1[idx] &= model(xb).argmax(1).cpu() == y[idx]
     return top1, top5
 
 
 def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], eps_list: list[Eps],
              device: torch.device, batch_size: int = 256, progress: Callable | None = None,
              num_classes: int | None = None, sanity_checks: bool = True, state: EvalState | None = None,
-             per_attack: bool = True) -> EvalResult:
+             per_attack: bool = True, escalate: bool = True) -> EvalResult:
     """Evaluate ``model`` on images ``x`` (uint8 or [0, 1] float, on the CPU) and labels ``y``.
 
     Args:
@@ -102,6 +100,12 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
         per_attack: run each attack on every clean-correct example (standalone numbers per
             attack, worst case over all of them); False cascades, each attack only seeing the
             survivors of the previous ones (cheaper; worst case only).
+        escalate: when a check fires, run the attacks its flag calls for on the examples still
+            robust, and report the worst case including them (numbers before and after are kept).
+
+    A model that is not deterministic is evaluated under the randomized protocol: each attack
+    configures itself for it (expectation over transformation) and every verdict is taken over
+    ``VERDICT_PASSES`` forward passes.
 
     Raises:
         IntegrityError: a FAIL-level check failed (ball, box, re-verification, eval mode...).
@@ -111,32 +115,66 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     num_classes = num_classes or int(y.max()) + 1
     state = state or EvalState(None, {})
     digest = state_digest(model)
+    eps_list = sorted(eps_list)
     with frozen_eval(model):  # a model handed over in train mode is evaluated in eval mode
-        clean, top5 = clean_pass(model, x, y, device, batch_size, progress)
-        if state.clean_correct is not None:
-            fail_if(state.clean_correct != clean.tolist(), "determinism",
-                    "clean predictions differ from the saved run being resumed; pass --restart to start over")
-        state.clean_correct = clean.tolist()
-        flags = []
-        if sanity_checks and len(y):
-            probe = torch.arange(min(len(y), 64))
-            xb, yb = batch_images(x, probe, device), y[probe].to(device)
-            flags = flag_checks(model, xb, yb) + large_eps_flag(model, xb, yb, num_classes)
-    engine = _Engine(model, x, y, clean, device, batch_size, progress, state)
-    by_attack = engine.run(attacks, sorted(eps_list), per_attack)
-    robust = {e.label: torch.stack([m[e.label] for m in by_attack.values()]).all(0) for e in sorted(eps_list)}
+        flags = _preflight(model, x, y, device, num_classes) if sanity_checks and len(y) else []
+        protocol = protocol_for(flags)
+        clean, top5 = clean_pass(model, x, y, device, batch_size, progress, protocol.verdict_passes)
+        clean = _resumed_clean(state, clean, protocol)
+    suite = randomized_suite(attacks, protocol) if protocol.randomized else attacks
+    engine = _Engine(model, x, y, clean, device, batch_size, progress, state, protocol.verdict_passes)
+    by_attack = engine.run(suite, eps_list, per_attack)
+    robust = _worst_case(by_attack, eps_list)
     _check_monotone(clean, robust)
     if sanity_checks:
-        flags += random_search_flags(attacks, by_attack, len(y))
-        flags += convergence_flags(model, x, y, attacks, robust, sorted(eps_list), device, batch_size)
+        flags += random_search_flags(suite, by_attack, len(y))
+        if not protocol.randomized:  # its single-pass claims would mistake noise for progress
+            flags += convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size)
+    robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list) if escalate else (robust, None)
     fail_if(state_digest(model) != digest, "eval mode",
             "the model's weights or BatchNorm statistics changed during evaluation")
     state.save(complete=True)
-    engine.counts["clean_forwards"] = len(y)
+    engine.counts["clean_forwards"] = len(y) * protocol.verdict_passes
     per = {name: {k: v.float().mean().item() for k, v in masks.items()} for name, masks in by_attack.items()} \
         if per_attack else {}
     return EvalResult(y.clone(), clean, top5, robust, engine.fooled_by, engine.configs, flags, engine.counts,
-                      time.perf_counter() - start, per)
+                      time.perf_counter() - start, per, protocol.to_dict(), escalation)
+
+
+def _preflight(model, x, y, device, num_classes) -> list[dict]:
+    probe = torch.arange(min(len(y), 64))
+    xb, yb = batch_images(x, probe, device), y[probe].to(device)
+    return flag_checks(model, xb, yb) + large_eps_flag(model, xb, yb, num_classes)
+
+
+def _resumed_clean(state: EvalState, clean: torch.Tensor, protocol) -> torch.Tensor:
+    """Clean verdicts, checked against (deterministic) or taken from (randomized) a resumed run."""
+    if state.clean_correct is not None:
+        if protocol.randomized:
+            clean = torch.tensor(state.clean_correct)  # the saved verdicts stand; new passes would differ
+        else:
+            fail_if(state.clean_correct != clean.tolist(), "determinism",
+                    "clean predictions differ from the saved run being resumed; pass --restart to start over")
+    state.clean_correct = clean.tolist()
+    return clean
+
+
+def _worst_case(by_attack: dict, eps_list) -> dict[str, torch.Tensor]:
+    return {e.label: torch.stack([m[e.label] for m in by_attack.values()]).all(0) for e in eps_list}
+
+
+def _escalate(engine, flags, suite, protocol, robust, eps_list):
+    """Run the attacks the flags call for on the examples still robust; the worst case includes them."""
+    remedies, why = plan_remedies(flags, suite, protocol)
+    if not remedies:
+        return robust, None
+    before = {k: v.float().mean().item() for k, v in robust.items()}
+    first = len(engine.configs)
+    extra = engine.run(remedies, eps_list, per_attack=False, start=robust)
+    after = {k: robust[k] & torch.stack([m[k] for m in extra.values()]).all(0) for k in robust}
+    _check_monotone(engine.clean, after)
+    return after, {"why": why, "ran": engine.configs[first:], "robust_acc_before": before,
+                   "robust_acc_after": {k: v.float().mean().item() for k, v in after.items()}}
 
 
 REFILL_CHUNK = 8  # batches handed at once to an attack that refills; results are saved per chunk
@@ -145,16 +183,17 @@ REFILL_CHUNK = 8  # batches handed at once to an attack that refills; results ar
 class _Engine:
     """Runs each attack over the eps budgets, only on examples still robust, with per-batch saves."""
 
-    def __init__(self, model, x, y, clean, device, batch_size, progress, state: EvalState):
-        self.model, self.x, self.y, self.clean = model, x, y, clean
+    def __init__(self, model, x, y, clean, device, batch_size, progress, state: EvalState, passes: int = 1):
+        self.model, self.x, self.y, self.clean, self.passes = model, x, y, clean, passes
         self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
         self.fooled_by: list = [None if c else "clean" for c in clean.tolist()]
         self.configs: list[dict] = []
         self.counts = state.counts  # saved with every batch, so a resumed run counts the whole evaluation
 
-    def run(self, attacks, eps_list, per_attack: bool) -> dict[str, dict[str, torch.Tensor]]:
+    def run(self, attacks, eps_list, per_attack: bool, start: dict | None = None) -> dict[str, dict[str, torch.Tensor]]:
+        """Robust masks per attack and eps. ``start``: only these examples (per eps) are attacked."""
         by_attack: dict[str, dict[str, torch.Tensor]] = {}
-        cascade = {e.label: self.clean.clone() for e in eps_list}
+        cascade = {e.label: (start[e.label] if start else self.clean).clone() for e in eps_list}
         for spec in attacks:
             still = self.clean.clone()
             adv_points: dict[int, torch.Tensor] = {}
@@ -185,7 +224,7 @@ class _Engine:
         for idx in _batches(todo, chunk):
             xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
             res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb))
-            preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size).cpu().tolist()
+            preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes).cpu().tolist()
             self.counts["attack_forwards"] += res.forwards
             self.counts["attack_backwards"] += res.backwards
             self.counts["attacked_examples"] += len(idx)
@@ -221,14 +260,24 @@ def _stack_init(adv_points, idx, xb):
 
 
 @torch.no_grad()
-def _reverify(model, res, y, name, eps, batch_size) -> torch.Tensor:
+def _reverify(model, res, y, name, eps, batch_size, passes: int = 1) -> torch.Tensor:
     """Recompute predictions on the returned points: they must agree with the attack's claims.
+
+    With ``passes`` > 1 (a randomized model) the verdict is taken over that many passes and
+    replaces the attack's claim, which came from a single pass: like is compared with like, and
+    model randomness never fails the check.
 
     Returns:
         the predicted class of each returned point (the adversarial class where fooled).
     """
     with frozen_eval(model):
         preds = torch.cat([model(part).argmax(1) for part in res.x_adv.split(batch_size)])
+        if passes > 1:
+            for _ in range(passes - 1):  # the first misclassifying pass names the adversarial class
+                more = torch.cat([model(part).argmax(1) for part in res.x_adv.split(batch_size)])
+                preds = torch.where(preds != y, preds, more)
+            res.fooled = preds != y
+            return preds
     wrong = preds != y
     bad = res.fooled & ~wrong
     fail_if(bool(bad.any()), "re-verification",

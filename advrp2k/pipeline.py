@@ -61,6 +61,7 @@ class Job:
     restart: bool = False  # discard saved per-example results instead of resuming from them
     attributes: Path | None = None  # per-SKU attribute CSV; default: attributes.csv beside meta.csv
     hand_fields: dict = field(default_factory=dict)  # submitter's name, authors, link... (validated first)
+    escalate: bool = True  # when a check fires, run the attack it calls for (advrp2k.escalation)
 
 
 @dataclass
@@ -264,7 +265,8 @@ def run_eval(job: Job) -> dict:
         state.reload()  # a run that waited picks up what the other one saved
         result = evaluate(loaded.model, x, y, attacks, eps_list, device,
                           job.batch_size_eval or default_eval_batch_size(device), job.progress,
-                          num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack)
+                          num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
+                          escalate=job.escalate)
         entry = build_entry(job, prep, loaded, result, device)
         entry.update(entry_analyses(entry, frame(state.as_dict()), state.context["attributes"]))
         final = _examples_path(job, prep, entry["model_id"])
@@ -357,7 +359,8 @@ def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResul
         "robust_acc": result.robust_acc(), "eps": {k: _eps_of(result, k) for k in result.robust},
         "attacks": result.attacks, "n_examples": result.n_examples,
         "per_group": result.per_group(prep.scan.classes, prep.scan.attributes),
-        "flags": result.flags, "unreliable": bool(result.flags),
+        "flags": result.flags, "unreliable": bool(result.flags), "evaluation_protocol": result.protocol,
+        **({"escalation": result.escalation} if result.escalation else {}),
         **({"per_attack": result.per_attack} if result.per_attack else {}),
         **({"autoattack_acc": result.per_attack["autoattack"]} if "autoattack" in result.per_attack else {}),
         "date": datetime.date.today().isoformat(),

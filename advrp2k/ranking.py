@@ -1,7 +1,10 @@
 """The leaderboard's ranking, shared by the site and ``advrp2k export``.
 
-Entries are ranked within one board (dataset and threat model; real RP2K and synthetic data
-are never ranked together) by robust accuracy at 8/255, then clean accuracy. With per-example
+One ranking protocol: entries are ranked by the worst case over the fixed suite, PGD-20 and
+AutoAttack standard at 4/255 and 8/255 (what ``advrp2k submit`` runs); an entry evaluated
+without that suite is shown but not ranked. Ranking is within one board (dataset and threat
+model; real RP2K and synthetic data are never ranked together), by robust accuracy at 8/255,
+then clean accuracy. With per-example
 results saved beside the entries, each board also gets, on one common test set: exact McNemar
 tests between neighbours (Holm-corrected over the board) and bootstrap rank intervals (the same
 resampled test sets for every entry).
@@ -20,7 +23,31 @@ from .results import ROBUST, examples
 
 log = logging.getLogger(__name__)
 RANK_EPS = "8/255"
+RANKING_EPS = ("4/255", "8/255")
 ALPHA = 0.05
+RANKING_RULE = ("ranked by the worst case per example over PGD-20 and AutoAttack (standard) at 4/255 and 8/255; "
+                "entries evaluated without that suite are shown but not ranked")
+
+
+def ranking_suite():
+    """The fixed suite every ranked entry was evaluated with (``advrp2k submit`` runs exactly this)."""
+    from .attack_spec import AttackSpec
+
+    return [AttackSpec("pgd", {"steps": 20, "restarts": 1}), AttackSpec("autoattack", {})]
+
+
+def is_ranked(entry: dict) -> bool:
+    """True when the entry's attacks include PGD (at least 20 steps, cross-entropy) and AutoAttack
+    standard at its full budget (100 APGD steps, 5,000 Square queries) at both eps."""
+    attacks = [a for a in entry.get("attacks", []) if isinstance(a, dict)]
+
+    def has(label, test):
+        return any(a.get("eps_label") == label and test(a) for a in attacks)
+
+    return all(has(lab, lambda a: a.get("name") == "pgd" and (a.get("steps") or 0) >= 20 and a.get("loss", "ce") == "ce")
+               and has(lab, lambda a: a.get("name") == "autoattack" and a.get("version") == "standard"
+                       and (a.get("apgd_steps") or 0) >= 100 and (a.get("square_queries") or 0) >= 5000)
+               for lab in RANKING_EPS)
 
 
 def rank_key(entry: dict):
@@ -28,11 +55,11 @@ def rank_key(entry: dict):
 
 
 def boards(entries: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """Entries grouped by (dataset, threat model), each group in rank order."""
+    """Entries grouped by (dataset, threat model): ranked entries in rank order, then the unranked."""
     out: dict[tuple[str, str], list[dict]] = {}
     for e in entries:
         out.setdefault((e["dataset"], e["threat_model"]), []).append(e)
-    return {k: sorted(v, key=rank_key) for k, v in sorted(out.items())}
+    return {k: sorted(v, key=lambda e: (not is_ranked(e), rank_key(e))) for k, v in sorted(out.items())}
 
 
 def board_statistics(leaderboard: str | Path, rows: list[dict], seed: int = 0) -> dict[str, dict]:
@@ -40,7 +67,7 @@ def board_statistics(leaderboard: str | Path, rows: list[dict], seed: int = 0) -
     ``next_differs``. Entries without usable per-example results, or evaluated on another test
     set than the board's first such entry, are left out (and get no statistics)."""
     tables, ids, reference = [], [], None
-    for e in rows:
+    for e in (r for r in rows if is_ranked(r)):
         path = Path(leaderboard) / "entries" / e["dataset"] / e["threat_model"] / f"{e['model_id']}.json"
         try:
             df = examples(path)
@@ -69,7 +96,8 @@ def ranked_table(leaderboard: str | Path, entries: list[dict]) -> pd.DataFrame:
         stats = board_statistics(leaderboard, board)
         for rank, e in enumerate(board, 1):
             ci, st = e.get("ci95", {}), stats.get(e["model_id"], {})
-            row = {"dataset": dataset, "threat_model": threat, "synthetic": e["synthetic"], "rank": rank,
+            row = {"dataset": dataset, "threat_model": threat, "synthetic": e["synthetic"],
+                   "rank": rank if is_ranked(e) else None,
                    "rank_ci95_low": (st.get("rank_ci95") or [None])[0],
                    "rank_ci95_high": (st.get("rank_ci95") or [None, None])[1],
                    "model_id": e["model_id"], "name": e.get("name", ""), "defense": e["defense"],
@@ -80,6 +108,8 @@ def ranked_table(leaderboard: str | Path, entries: list[dict]) -> pd.DataFrame:
                 row.update(_ci(f"robust_acc@{label}", ci.get("robust_acc", {}).get(label)))
             for label, acc in (e.get("autoattack_acc") or {}).items():
                 row[f"autoattack_acc@{label}"] = acc
+            for label, acc in paper_protocol_acc(e).items():
+                row[f"pgd_acc@{label}"] = acc
             row.update({"differs_from_next": st.get("next_differs"), "next_p_holm": st.get("next_p_holm"),
                         "unreliable": e.get("unreliable", False),
                         "data_fingerprint": e.get("data", {}).get("fingerprint")})
@@ -90,3 +120,12 @@ def ranked_table(leaderboard: str | Path, entries: list[dict]) -> pd.DataFrame:
 def _ci(name: str, interval) -> dict:
     low, high = interval if isinstance(interval, list) and len(interval) == 2 else (None, None)
     return {f"{name}_ci95_low": low, f"{name}_ci95_high": high}
+
+
+def paper_protocol_acc(entry: dict) -> dict[str, float]:
+    """Robust accuracy under the paper's protocol (PGD alone), when the entry can tell it."""
+    per = entry.get("per_attack") or {}
+    if "pgd" in per:
+        return per["pgd"]
+    names = {a.get("name") for a in entry.get("attacks", []) if isinstance(a, dict)}
+    return dict(entry["robust_acc"]) if names == {"pgd"} and not entry.get("escalation") else {}

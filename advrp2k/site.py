@@ -16,7 +16,7 @@ import jinja2
 from ._io import write_json, write_text
 from .leaderboard import eps_value, load_entries, read_regular_file
 from .plots import accuracy_svg, fig7_svg, severity_svg
-from .ranking import board_statistics, rank_key
+from .ranking import RANKING_RULE, board_statistics, boards, is_ranked, paper_protocol_acc
 from .table5 import EPS_LABELS, PAPER, ROW_NAMES
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -46,11 +46,12 @@ def _sections(entries: list[dict], leaderboard: Path) -> list[dict]:
         keys.insert(0, ("rp2k", "linf", False))  # the paper's rows have a home even before any real entry
     out = []
     for dataset, threat, synthetic in keys:
-        rows = [e for e in entries if (e["dataset"], e["threat_model"]) == (dataset, threat)]
-        rows.sort(key=rank_key)
+        rows = boards(entries).get((dataset, threat), [])
         stats = board_statistics(leaderboard, rows)
-        for e in rows:
+        for rank, e in enumerate(rows, 1):
             e["_stats"] = stats.get(e["model_id"], {})
+            e["_rank"] = rank if is_ranked(e) else None
+            e["_pgd"] = paper_protocol_acc(e)
         paper = _paper_rows() if dataset == "rp2k" and threat == "linf" else []
         out.append({"dataset": dataset, "threat_model": threat, "synthetic": synthetic, "rows": rows, "paper": paper})
     return out
@@ -133,7 +134,7 @@ def build_site(leaderboard: str | Path, out: str | Path | None = None, readme: s
     write_json(leaderboard / "leaderboard.json", _aggregate(entries))
     env = _env()
     table5 = _read_table5(leaderboard / "table5.json", problems)
-    common = {"eps_labels": EPS_LABELS, "n_entries": len(entries)}
+    common = {"eps_labels": EPS_LABELS, "n_entries": len(entries), "ranking_rule": RANKING_RULE}
     for e in entries:
         e["_card"] = _card_path(e)
         e["_suite"] = "+".join(sorted({a.get("name", "?") for a in e.get("attacks", [])}))

@@ -97,7 +97,8 @@ class APGDT(Attack):
 @register_attack("autoattack")
 class AutoAttackStandard(Attack):
     options = {
-        "version": Option(str, "standard", choices=("standard",), help="AutoAttack's standard suite"),
+        "version": Option(str, "standard", choices=("standard", "rand"),
+                          help="standard suite, or rand (APGD-CE and APGD-DLR with EOT 20) for randomized models"),
         "apgd_steps": Option(int, 100, min=1, max=10_000, help="APGD and FAB iterations"),
         "square_queries": Option(int, 5000, min=1, max=1_000_000, help="Square queries"),
         "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
@@ -108,9 +109,14 @@ class AutoAttackStandard(Attack):
         super().__init__(eps, seed)
         self.version, self.apgd_steps, self.square_queries = version, int(apgd_steps), int(square_queries)
 
+    @classmethod
+    def randomized_options(cls, options: dict) -> dict:
+        return {**options, "version": "rand"}
+
     def config(self) -> dict:
         return {**super().config(), "name": "autoattack", "version": self.version,
-                "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"] if self.version == "standard" else self.version,
+                "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"] if self.version == "standard"
+                else ["apgd-ce", "apgd-dlr"],
                 "apgd_steps": self.apgd_steps, "n_target_classes": 9, "square_queries": self.square_queries,
                 "implementation": "pyautoattack"}
 

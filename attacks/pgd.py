@@ -29,6 +29,8 @@ from advrp2k.attack_base import Attack, AttackResult, project_linf, random_start
 from advrp2k.losses import LOSSES
 from advrp2k.options import Option
 
+EOT_SAMPLES = 10  # gradient samples per step against a randomized model (Athalye et al. 2018)
+
 
 @register_attack("pgd")
 class PGD(Attack):
@@ -40,10 +42,11 @@ class PGD(Attack):
         "restarts": Option(int, 1, min=1, max=1_000, help="restarts; each attacks only survivors"),
         "loss": Option(str, "ce", choices=tuple(sorted(LOSSES)), help="cross-entropy or margin loss"),
         "early_stop": Option(bool, True, help="drop an example the moment it is fooled"),
+        "eot": Option(int, 1, min=1, max=1_000, help="gradients averaged over this many passes (randomized models)"),
         "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
     }
     def __init__(self, eps, steps: int = 20, step_size: float | None = None, random_start: bool = True,
-                 restarts: int = 1, loss: str = "ce", early_stop: bool = True, seed: int = 0):
+                 restarts: int = 1, loss: str = "ce", early_stop: bool = True, seed: int = 0, eot: int = 1):
         super().__init__(eps, seed)
         if loss not in LOSSES:
             raise ValueError(f"unknown PGD loss {loss!r}: use one of {sorted(LOSSES)}")
@@ -51,12 +54,17 @@ class PGD(Attack):
             raise ValueError("PGD needs steps >= 1 and restarts >= 1")
         self.steps, self.restarts, self.loss = int(steps), int(restarts), loss
         self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps.value / self.steps
-        self.random_start, self.early_stop = bool(random_start), bool(early_stop)
+        self.random_start, self.early_stop, self.eot = bool(random_start), bool(early_stop), int(eot)
         self.max_active: int | None = None  # set by the evaluation engine: examples in flight at once
 
     def config(self) -> dict:
         return {**super().config(), "name": "pgd", "steps": self.steps, "step_size": self.step_size,
-                "random_start": self.random_start, "restarts": self.restarts, "loss": self.loss}
+                "random_start": self.random_start, "restarts": self.restarts, "loss": self.loss,
+                **({"eot": self.eot} if self.eot > 1 else {})}
+
+    @classmethod
+    def randomized_options(cls, options: dict) -> dict:
+        return {**options, "eot": max(EOT_SAMPLES, options.get("eot", 1))}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         if self.early_stop:
@@ -100,14 +108,25 @@ class PGD(Attack):
                     queue.append((i, int(restart[i]) + 1))
             cont = ~wrong & ~last
             if cont.any():
-                grad, = torch.autograd.grad(loss_fn(logits[cont], y[active[cont]]).sum(), xa)
-                backwards += len(active)
+                grad = self._grad(model, xa, logits, cont, y[active[cont]], loss_fn)
+                forwards += (self.eot - 1) * len(active)
+                backwards += self.eot * len(active)
                 moving = active[cont]
                 x_adv[moving] = project_linf(xa.detach()[cont] + self.step_size * grad[cont].sign(), x[moving],
                                              self.eps.value)
                 steps[moving] += 1
             active = active[cont]
         return AttackResult(out, fooled, forwards, backwards)
+
+    def _grad(self, model, xa, logits, rows, y, loss_fn) -> torch.Tensor:
+        """Input gradient of the summed loss of ``rows``; with ``eot`` > 1, summed over that many
+        forward passes (expectation over transformation: a randomized model's noise averages out)."""
+        grad, = torch.autograd.grad(loss_fn(logits[rows], y).sum(), xa)
+        for _ in range(self.eot - 1):
+            with torch.enable_grad():
+                more, = torch.autograd.grad(loss_fn(model(xa)[rows], y).sum(), xa)
+            grad = grad + more
+        return grad
 
     def _admit(self, active, queue, max_active, x, init, x_adv, steps, restart, generator):
         room = min(max_active - len(active), len(queue))

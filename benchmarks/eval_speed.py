@@ -32,9 +32,9 @@ from advrp2k.data import load_split
 def load_models(device):
     job = Job(defense="standard", protocol=get_protocol("quick"))
     prep = prepare(job)
-    std = get_model(job, prep, device)[0]
+    std = get_model(job, prep, device).model
     job_m = Job(defense="madry", protocol=get_protocol("quick"), eps=parse_eps("8/255"))
-    madry = get_model(job_m, prep, device)[0]
+    madry = get_model(job_m, prep, device).model
     x, y = load_split(prep.scan, "test", prep.image_size)
     return {"standard": std.to(device).eval(), "madry 8/255": madry.to(device).eval()}, x, y
 

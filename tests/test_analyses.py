@@ -108,10 +108,13 @@ def test_compare_counts_discordant_pairs():
 
 @pytest.fixture(scope="module")
 def two_entries(tiny_synth, tmp_path_factory):
-    """A standard and a Madry model evaluated on the tiny synthetic set, the Madry one with --curve."""
+    """On the tiny synthetic set: a standard and a Madry 8/255 model under the ranking suite
+    (PGD-20 + AutoAttack), and a Madry 4/255 model with --curve (PGD only: shown, not ranked)."""
     lb = tmp_path_factory.mktemp("lb")
     common = ["--dataset", "rp2k_synth", "--data", str(tiny_synth), *FAST, "--leaderboard", str(lb)]
-    for args in (["--defense", "standard"], ["--defense", "madry", "--eps", "8/255", "--curve"]):
+    for args in (["--defense", "standard", "--attacks", "pgd,autoattack"],
+                 ["--defense", "madry", "--eps", "8/255", "--attacks", "pgd,autoattack"],
+                 ["--defense", "madry", "--eps", "4/255", "--curve"]):
         result = CliRunner().invoke(cli, ["eval", *args, *common], catch_exceptions=False)
         assert result.exit_code == 0, result.output
     folder = lb / "entries" / "rp2k_synth" / "linf"
@@ -119,7 +122,8 @@ def two_entries(tiny_synth, tmp_path_factory):
 
 
 def test_eval_entry_carries_intervals_curve_and_analyses(two_entries):
-    lb, std, madry, printed = two_entries
+    lb, _, _, printed = two_entries
+    madry = lb / "entries" / "rp2k_synth" / "linf" / "Madry2018Towards_smallcnn_eps4-255.json"
     entry = json.loads(madry.read_text())
     assert len(entry["robust_acc"]) == 8 and entry["curve"]["labels"][-1] == "16/255"
     lo, hi = entry["ci95"]["robust_acc"]["8/255"]
@@ -169,10 +173,12 @@ def test_export_ranked_table(two_entries, fmt, tmp_path):
     result = CliRunner().invoke(cli, ["export", str(lb), "--format", fmt, "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     table = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[fmt](out)
-    assert list(table["rank"]) == [1, 2] and set(table["model_id"]) == {"Standard_smallcnn",
-                                                                         "Madry2018Towards_smallcnn_eps8-255"}
+    ranked = table[table["rank"].notna()]
+    assert list(ranked["rank"]) == [1, 2]
+    assert set(ranked["model_id"]) == {"Standard_smallcnn", "Madry2018Towards_smallcnn_eps8-255"}
+    assert list(table[table["rank"].isna()]["model_id"]) == ["Madry2018Towards_smallcnn_eps4-255"]  # PGD only
     assert (table["robust_acc@8/255_ci95_low"] <= table["robust_acc@8/255"]).all()
-    assert table["rank_ci95_low"].notna().all()
+    assert ranked["rank_ci95_low"].notna().all() and ranked["pgd_acc@8/255"].notna().all()
 
 
 def test_export_parquet_without_engine_is_a_clear_error(two_entries, tmp_path, monkeypatch):
@@ -198,7 +204,7 @@ def test_analysis_card_and_ranking_marks_in_chromium(two_entries, tmp_path):
 
     lb = two_entries[0]
     report = build_site(lb, tmp_path / "site")
-    assert report["entries"] == 2 and report["problems"] == []
+    assert report["entries"] == 3 and report["problems"] == []
     driver = _driver()
     try:
         driver.get((tmp_path / "site" / "index.html").as_uri())
@@ -209,7 +215,7 @@ def test_analysis_card_and_ranking_marks_in_chromium(two_entries, tmp_path):
         title = first[1].find_element(By.TAG_NAME, "span").get_attribute("title")
         assert "Holm-corrected p" in title
         assert first[0].find_elements(By.CSS_SELECTOR, "small.rank-ci")  # bootstrap rank interval
-        driver.find_element(By.CSS_SELECTOR, "tr[data-model-id='Madry2018Towards_smallcnn_eps8-255'] a.card-link").click()
+        driver.find_element(By.CSS_SELECTOR, "tr[data-model-id='Madry2018Towards_smallcnn_eps4-255'] a.card-link").click()
         assert driver.find_element(By.CSS_SELECTOR, "#curve svg polygon.band").is_displayed()
         assert len(driver.find_elements(By.CSS_SELECTOR, "#curve svg circle")) == 9  # clean + 8 eps
         assert len(driver.find_elements(By.CSS_SELECTOR, "#long-tail table tbody tr")) == 3

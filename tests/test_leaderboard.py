@@ -72,5 +72,9 @@ def test_submit_writes_a_validated_entry_with_submitter_fields(tiny_synth, tmp_p
     assert entry["name"] == "<b>Plain</b> training" and entry["link"] == "https://example.org/paper"
     assert entry["submitted"]["tool"] == "advrp2k submit" and len(entry["reproducibility"]["checkpoint_sha256"]) == 64
     assert entry["plugins"]["defense"]["package"] == "advrp2k"
+    from advrp2k.ranking import is_ranked
+
+    assert is_ranked(entry) and set(entry["per_attack"]) == {"pgd", "autoattack"}  # the ranking suite, exactly
+    assert len(list((tmp_path / "lb" / "entries").rglob("*.json"))) == 1  # written once, with the fields
     http = CliRunner().invoke(cli, args[:-4] + ["--link", "http://x.org", "--leaderboard", str(tmp_path / "lb2")])
     assert http.exit_code == 2 and "https://" in http.output and not (tmp_path / "lb2").exists()

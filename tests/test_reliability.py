@@ -227,12 +227,3 @@ def test_submit_refuses_bad_fields_before_any_work_and_leaves_nothing(isolated_h
     assert "too long (10000 characters; at most 200)" in result.output and "https://" in result.output
     assert len(result.output) < 1000
     assert not (tmp_path / "lb").exists() and not (isolated_home / "datasets").exists()
-
-
-def test_submit_writes_the_entry_once_with_the_fields(tiny_synth, tmp_path):
-    result = run("submit", "--defense", "standard", "--data", str(tiny_synth), "--dataset", "rp2k_synth", *FAST,
-                 "--name", "Baseline",
-                 "--authors", "A. Person", "--link", "https://example.org/paper", "--leaderboard", str(tmp_path / "lb"))
-    assert result.exit_code == 0, result.output
-    entry = json.loads((tmp_path / "lb" / "entries" / "rp2k_synth" / "linf" / "Standard_smallcnn.json").read_text())
-    assert entry["name"] == "Baseline" and entry["submitted"]["tool"] == "advrp2k submit"

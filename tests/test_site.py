@@ -16,11 +16,15 @@ ARTIFACTS = Path(os.environ.get("ADVRP2K_ARTIFACTS", Path(__file__).resolve().pa
 XSS = "<script>alert(1)</script>"
 
 
+RANKING_ATTACKS = [{"name": n, "eps_label": e, **extra} for e in ("4/255", "8/255")
+                   for n, extra in (("pgd", {"steps": 20, "loss": "ce"}), ("autoattack", {"version": "standard", "apgd_steps": 100, "square_queries": 5000}))]
+
+
 def _entries():
     a = good_entry(model_id="Standard_smallcnn", clean_acc=0.9521, robust_acc={"4/255": 0.0936, "8/255": 0.0},
-                   date="2026-11-27")
+                   date="2026-11-27", attacks=RANKING_ATTACKS)
     b = good_entry(model_id="Madry2018Towards_smallcnn_eps8-255", defense="madry", clean_acc=0.6438,
-                   robust_acc={"4/255": 0.5753, "8/255": 0.4977}, date="2026-11-27",
+                   robust_acc={"4/255": 0.5753, "8/255": 0.4977}, date="2026-11-27", attacks=RANKING_ATTACKS,
                    per_group={"shape": {"can": {"n": 5, "clean_acc": 0.8, "robust_acc": {"4/255": 0.6, "8/255": 0.4}}}})
     c = good_entry(model_id="Evil_entry", name=XSS, authors=XSS, link="https://example.org/x",
                    footnote='"><img src=x onerror=alert(2)>', clean_acc=0.5, robust_acc={"4/255": 0.3, "8/255": 0.2},
@@ -115,7 +119,12 @@ def test_site_in_chromium(site, browser):
     by_id = {r.get_attribute("data-model-id"): r for r in synth}
     cells = by_id["Standard_smallcnn"].find_elements(By.TAG_NAME, "td")
     assert [c.text.split("\n")[0] for c in cells[4:7]] == ["95.21", "9.36", "0.00"]
-    assert cells[8].text == "pgd"  # the attack suite behind the numbers
+    assert cells[9].text == "autoattack+pgd"  # the attack suite behind the numbers
+    assert cells[0].text.startswith("2")  # ranked under the ranking suite
+    evil = by_id["Evil_entry"].find_elements(By.TAG_NAME, "td")
+    assert evil[0].text == "not ranked" and evil[9].text == "pgd"  # PGD alone: shown, not ranked
+    assert evil[7].text == "20.00"  # the paper-protocol column (PGD-20)
+    assert "PGD-20 and AutoAttack" in browser.find_element(By.ID, "ranking-rule").text
     real = _rows(browser, "table-rp2k-linf")
     assert len(real) == 1 + 3 and sum("paper-reported" in r.text for r in real) == 3
 
