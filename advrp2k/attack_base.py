@@ -16,6 +16,7 @@ from torch import nn
 
 from ._eps import Eps, parse_eps
 from .errors import AttackContractError
+from .random_streams import uniform
 
 BALL_TOLERANCE = 1e-6
 
@@ -66,6 +67,7 @@ class Attack:
 
     norm = "linf"
     gradient_free = False
+    example_index: list[int] | None = None  # global indices of the batch being attacked (see __call__)
 
     def __init__(self, eps: float | str | Eps, seed: int = 0):
         self.eps = eps if isinstance(eps, Eps) else parse_eps(eps, allow_zero=True)
@@ -73,18 +75,40 @@ class Attack:
         self._generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 init: torch.Tensor | None = None, generator: torch.Generator | None = None) -> AttackResult:
+                 init: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                 index: torch.Tensor | None = None) -> AttackResult:
+        """Attack a batch.
+
+        Args:
+            index: the examples' global indices (the evaluator passes them). With them, every
+                random draw for an example comes from the stream (seed, index, restart)
+                (``advrp2k.random_streams``), so its result does not depend on the batch it was in.
+                Without them (adversarial training), draws come from ``generator``.
+        """
         check_images(x, "clean input")
         if init is not None:
             self.check_output(x, init)
-        with frozen_eval(model):
-            result = self.perturb(model, x, y, init=init, generator=generator or self._generator)
+        self.example_index = None if index is None else [int(i) for i in index.tolist()]
+        try:
+            with frozen_eval(model):
+                result = self.perturb(model, x, y, init=init, generator=generator or self._generator)
+        finally:
+            self.example_index = None
         result.x_adv = result.x_adv.detach()
         self.check_output(x, result.x_adv)
         return result
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         raise NotImplementedError
+
+    def random_start_of(self, x: torch.Tensor, rows: list[int], restarts: list[int], generator) -> torch.Tensor:
+        """Uniform points of the ball around ``x`` (the batch's ``rows``, at those ``restarts``):
+        from the per-example streams when the global indices are known, else from ``generator``."""
+        if self.example_index is None:
+            return random_start(x, self.eps.value, generator)
+        index = [self.example_index[r] for r in rows]
+        noise = uniform(tuple(x.shape[1:]), self.seed, index, restarts, x.dtype).to(x.device)
+        return project_linf(x + (2 * noise - 1) * self.eps.value, x, self.eps.value)
 
     @classmethod
     def randomized_options(cls, options: dict) -> dict:

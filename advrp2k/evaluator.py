@@ -19,7 +19,8 @@ from torch import nn
 from ._eps import Eps
 from .attack_base import frozen_eval
 from .attack_spec import AttackSpec  # noqa: F401  (re-exported: part of the evaluator's API)
-from .checks import convergence_flags, fail_if, flag_checks, large_eps_flag, random_search_flags, state_digest
+from .checks import (CONVERGENCE_ATTACKS, convergence_flags, fail_if, flag_checks, large_eps_flag,
+                     random_search_flags, state_digest)
 from .escalation import plan_remedies, protocol_for, randomized_suite
 from .data.rp2k import batch_images
 from .eval_state import EvalState
@@ -129,7 +130,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     if sanity_checks:
         flags += random_search_flags(suite, by_attack, len(y))
         if not protocol.randomized:  # its single-pass claims would mistake noise for progress
-            flags += convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size)
+            flags += convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size, engine.final_points)
     robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list) if escalate else (robust, None)
     fail_if(state_digest(model) != digest, "eval mode",
             "the model's weights or BatchNorm statistics changed during evaluation")
@@ -189,6 +190,7 @@ class _Engine:
         self.fooled_by: list = [None if c else "clean" for c in clean.tolist()]
         self.configs: list[dict] = []
         self.counts = state.counts  # saved with every batch, so a resumed run counts the whole evaluation
+        self.final_points: dict[int, torch.Tensor] = {}  # survivors' last points of the checked PGD, at the last eps
 
     def run(self, attacks, eps_list, per_attack: bool, start: dict | None = None) -> dict[str, dict[str, torch.Tensor]]:
         """Robust masks per attack and eps. ``start``: only these examples (per eps) are attacked."""
@@ -205,6 +207,8 @@ class _Engine:
                 previous = self._stage(spec, eps, candidates, still, adv_points)
                 masks[eps.label] = still.clone()
                 cascade[eps.label] &= still
+            if spec.name in CONVERGENCE_ATTACKS and not self.final_points:  # the convergence check reuses them
+                self.final_points = adv_points
             by_attack[spec.name if spec.name not in by_attack else f"{spec.name}#{len(by_attack)}"] = masks
         return by_attack
 
@@ -223,7 +227,7 @@ class _Engine:
             attack.max_active, chunk = self.batch_size, REFILL_CHUNK * self.batch_size
         for idx in _batches(todo, chunk):
             xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
-            res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb))
+            res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx)
             preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes).cpu().tolist()
             self.counts["attack_forwards"] += res.forwards
             self.counts["attack_backwards"] += res.backwards

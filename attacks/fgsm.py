@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from advrp2k._registry import register_attack
-from advrp2k.attack_base import Attack, AttackResult, project_linf, random_start
+from advrp2k.attack_base import Attack, AttackResult, project_linf
 from advrp2k.losses import LOSSES
 from advrp2k.options import Option
 
@@ -43,7 +43,8 @@ class FGSM(Attack):
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         eps = self.eps.value
-        start = init if init is not None else (random_start(x, eps, generator) if self.random_start else x)
+        start = init if init is not None else (
+            self.random_start_of(x, list(range(len(x))), [0] * len(x), generator) if self.random_start else x)
         xa = start.clone().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xa)

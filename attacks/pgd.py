@@ -71,10 +71,14 @@ class PGD(Attack):
             return self._stream(model, x, y, init, generator, self.max_active or len(x))
         return self._train_point(model, x, y, generator)
 
-    def _start(self, x, init, generator):
+    def _start(self, x, init, generator, rows=None, restarts=None):
         if init is not None:
             return init.clone()
-        return random_start(x, self.eps.value, generator) if self.random_start else x.clone()
+        if not self.random_start:
+            return x.clone()
+        if rows is None:
+            return random_start(x, self.eps.value, generator)
+        return self.random_start_of(x, rows, restarts, generator)
 
     def _stream(self, model, x, y, init, generator, max_active: int) -> AttackResult:
         """Evaluation PGD with early exit and refill.
@@ -135,7 +139,7 @@ class PGD(Attack):
         items = [queue.popleft() for _ in range(room)]
         new = torch.tensor([i for i, _ in items], dtype=torch.long, device=x.device)
         first = torch.tensor([r == 0 for _, r in items], device=x.device)
-        start = self._start(x[new], None, generator)
+        start = self._start(x[new], None, generator, [i for i, _ in items], [r for _, r in items])
         if init is not None:  # the first restart starts from the given point (a smaller eps's survivor)
             start = torch.where(first[:, None, None, None], init[new], start)
         x_adv[new] = start

@@ -8,7 +8,11 @@ Prints ratios, never absolute targets:
       on the same batch (no early exit, so the same work);
   (c) counts from instrumentation that does not trust our bookkeeping: weight-gradient hook
       calls during attacks, and forwarded rows that lie in the eps-ball of a clean-misclassified
-      test image.
+      test image;
+  (d) end to end: the whole ``advrp2k eval`` of a cached model (process start, data loading,
+      clean pass, PGD-20 at 4/255 and 8/255, every integrity check, the entry written) over a
+      process that loads the same model and test set and runs torchattacks' PGD-20 loop at
+      both eps (process start included on both sides; medians of interleaved repetitions).
 
 Usage: python benchmarks/eval_speed.py [--reps 5] [--eps 8/255] [--device cpu|cuda] [--n 438]
 Models come from the cache (trained with the quick protocol on the embedded default when absent).
@@ -16,7 +20,11 @@ Models come from the cache (trained with the quick protocol on the embedded defa
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -127,6 +135,44 @@ def instrumented_counts(model, x, y, eps, device, bs):
     return counters
 
 
+THEIRS_SCRIPT = """
+import sys, torch, torchattacks
+from advrp2k import parse_eps
+from advrp2k.data import load_split
+from advrp2k.pipeline import Job, get_model, prepare
+from advrp2k.protocols import get_protocol
+defense, eps_arg, bs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+job = Job(defense=defense, protocol=get_protocol("quick"), eps=parse_eps(eps_arg) if eps_arg != "-" else None)
+prep = prepare(job)
+model = get_model(job, prep, torch.device("cpu")).model.eval()
+x, y = load_split(prep.scan, "test", prep.image_size)
+for eps in (4 / 255, 8 / 255):
+    atk = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / 20, steps=20, random_start=True)
+    correct = 0
+    for i in range(0, len(y), bs):
+        xb, yb = x[i:i + bs].float() / 255, y[i:i + bs]
+        adv = atk(xb, yb)
+        with torch.no_grad():
+            correct += int((model(adv).argmax(1) == yb).sum())
+    print(eps, correct / len(y))
+"""
+
+
+def end_to_end(defense: str, eps: str | None, bs: int, reps: int) -> float:
+    """Median over interleaved reps of: wall time of ``advrp2k eval`` / wall time of the torchattacks process."""
+    env = {**os.environ, "ADVRP2K_NO_PROGRESS": "1"}
+    ratios = []
+    with tempfile.TemporaryDirectory() as lb:
+        ours_cmd = [sys.executable, "-m", "advrp2k", "eval", "--defense", defense, "--leaderboard", lb, "--restart",
+                    "--batch-size", str(bs)] + (["--eps", eps] if eps else [])
+        theirs_cmd = [sys.executable, "-c", THEIRS_SCRIPT, defense, eps or "-", str(bs)]
+        for _ in range(reps):
+            t_ours, _ = timed(lambda: subprocess.run(ours_cmd, env=env, check=True, capture_output=True))
+            t_theirs, _ = timed(lambda: subprocess.run(theirs_cmd, env=env, check=True, capture_output=True))
+            ratios.append(t_ours / t_theirs)
+    return statistics.median(ratios)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
@@ -159,6 +205,11 @@ def main():
     print(f"| (c) weight-gradient hook calls during the evaluation | {counts['weight_grad_hook_calls']} |")
     print(f"| (c) attack forwards of rows within eps of a clean-misclassified image "
           f"({counts['clean_misclassified']} such images) | {counts['rows_forwarded_near_misclassified']} |")
+    if device.type == "cpu" and not args.n:
+        for name, defense, eps_arg in (("standard", "standard", None), ("madry 8/255", "madry", "8/255")):
+            ratio = end_to_end(defense, eps_arg, args.batch_size, args.reps)
+            print(f"| (d) whole `advrp2k eval` (checks included) / torchattacks PGD-20 process, {name} model | "
+                  f"{ratio:.3f} |")
 
 
 if __name__ == "__main__":
