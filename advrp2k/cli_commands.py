@@ -38,6 +38,9 @@ def _data_options(f):
         click.option("--epochs", type=click.IntRange(min=1), help="Training epochs; default from the protocol."),
         click.option("--image-size", type=click.IntRange(min=8), help="Square input size in pixels."),
         click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
+        click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+                     help="Attack and training steps: auto is bf16 on CUDA, fp32 on a CPU; verdicts are always fp32."),
+        click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (GPU; minutes to compile)."),
         click.option("--seed", default=0, show_default=True, type=int),
     ])
 
@@ -53,8 +56,8 @@ def _job_options(f):
     ])
 
 
-def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, device, seed, defense="standard",
-              eps=None, defense_args=(), checkpoint=None, **extra):
+def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, device, seed, precision="auto",
+              compile_model=False, defense="standard", eps=None, defense_args=(), checkpoint=None, **extra):
     from .pipeline import Job
 
     if data is not None and not data.exists():
@@ -68,7 +71,8 @@ def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, dev
         raise UsageError(f"--defense-arg: {exc.message}")
     return Job(defense=defense, eps=eps, defense_args=args, data=data, dataset=dataset, attributes=attributes,
                protocol=proto,
-               checkpoint=checkpoint, device=device, seed=seed, progress=_progress(), **extra)
+               checkpoint=checkpoint, device=device, seed=seed, precision=precision, compile=compile_model,
+               progress=_progress(), **extra)
 
 
 @cli.command("eval")

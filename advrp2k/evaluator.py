@@ -22,6 +22,7 @@ from .attack_spec import AttackSpec  # noqa: F401  (re-exported: part of the eva
 from .checks import (CONVERGENCE_ATTACKS, convergence_flags, fail_if, flag_checks, large_eps_flag,
                      random_search_flags, state_digest)
 from .escalation import plan_remedies, protocol_for, randomized_suite
+from .precision import OVERTURN_FLAG, autocast
 from .data.rp2k import batch_images
 from .eval_state import EvalState
 
@@ -41,6 +42,7 @@ class EvalResult:
     wall_s: float
     per_attack: dict = field(default_factory=dict)
     protocol: dict = field(default_factory=dict)  # deterministic or randomized verdicts
+    precision: dict = field(default_factory=dict)  # attack precision, fp32 verdicts, overturned bf16 claims
     escalation: dict | None = None  # remedies run because a check fired, with numbers before and after
 
     @property
@@ -93,7 +95,7 @@ def clean_pass(model, x, y, device, batch_size, progress=None, passes: int = 1):
 def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], eps_list: list[Eps],
              device: torch.device, batch_size: int = 256, progress: Callable | None = None,
              num_classes: int | None = None, sanity_checks: bool = True, state: EvalState | None = None,
-             per_attack: bool = True, escalate: bool = True) -> EvalResult:
+             per_attack: bool = True, escalate: bool = True, precision: str = "fp32") -> EvalResult:
     """Evaluate ``model`` on images ``x`` (uint8 or [0, 1] float, on the CPU) and labels ``y``.
 
     Args:
@@ -103,6 +105,8 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
             survivors of the previous ones (cheaper; worst case only).
         escalate: when a check fires, run the attacks its flag calls for on the examples still
             robust, and report the worst case including them (numbers before and after are kept).
+        precision: "fp32" or "bf16" for attack steps (advrp2k.precision); verdicts are always fp32,
+            and an example counts as fooled only if its point fools the fp32 model.
 
     A model that is not deterministic is evaluated under the randomized protocol: each attack
     configures itself for it (expectation over transformation) and every verdict is taken over
@@ -123,7 +127,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
         clean, top5 = clean_pass(model, x, y, device, batch_size, progress, protocol.verdict_passes)
         clean = _resumed_clean(state, clean, protocol)
     suite = randomized_suite(attacks, protocol) if protocol.randomized else attacks
-    engine = _Engine(model, x, y, clean, device, batch_size, progress, state, protocol.verdict_passes)
+    engine = _Engine(model, x, y, clean, device, batch_size, progress, state, protocol.verdict_passes, precision)
     by_attack = engine.run(suite, eps_list, per_attack)
     robust = _worst_case(by_attack, eps_list)
     _check_monotone(clean, robust)
@@ -132,6 +136,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
         if not protocol.randomized:  # its single-pass claims would mistake noise for progress
             flags += convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size, engine.final_points)
     robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list) if escalate else (robust, None)
+    flags += _overturn_flags(engine)
     fail_if(state_digest(model) != digest, "eval mode",
             "the model's weights or BatchNorm statistics changed during evaluation")
     state.save(complete=True)
@@ -139,7 +144,8 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     per = {name: {k: v.float().mean().item() for k, v in masks.items()} for name, masks in by_attack.items()} \
         if per_attack else {}
     return EvalResult(y.clone(), clean, top5, robust, engine.fooled_by, engine.configs, flags, engine.counts,
-                      time.perf_counter() - start, per, protocol.to_dict(), escalation)
+                      time.perf_counter() - start, per, protocol=protocol.to_dict(), escalation=escalation,
+                      precision=engine.precision_record())
 
 
 def _preflight(model, x, y, device, num_classes) -> list[dict]:
@@ -158,6 +164,15 @@ def _resumed_clean(state: EvalState, clean: torch.Tensor, protocol) -> torch.Ten
                     "clean predictions differ from the saved run being resumed; pass --restart to start over")
     state.clean_correct = clean.tolist()
     return clean
+
+
+def _overturn_flags(engine) -> list[dict]:
+    rec = engine.precision_record()
+    if rec["overturned"] > OVERTURN_FLAG * max(1, rec["attacked"]):
+        return [{"check": "low-precision verdicts", "detail": f"fp32 overturned {rec['overturned']} of "
+                 f"{rec['attacked']} bf16 claims of a fooling point (> {OVERTURN_FLAG:.0%}); those examples were "
+                 f"counted robust, but bf16 attack steps may be too weak here: re-run with --precision fp32"}]
+    return []
 
 
 def _worst_case(by_attack: dict, eps_list) -> dict[str, torch.Tensor]:
@@ -184,8 +199,10 @@ REFILL_CHUNK = 8  # batches handed at once to an attack that refills; results ar
 class _Engine:
     """Runs each attack over the eps budgets, only on examples still robust, with per-batch saves."""
 
-    def __init__(self, model, x, y, clean, device, batch_size, progress, state: EvalState, passes: int = 1):
+    def __init__(self, model, x, y, clean, device, batch_size, progress, state: EvalState, passes: int = 1,
+                 precision: str = "fp32"):
         self.model, self.x, self.y, self.clean, self.passes = model, x, y, clean, passes
+        self.precision, self.overturned = precision, 0
         self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
         self.fooled_by: list = [None if c else "clean" for c in clean.tolist()]
         self.configs: list[dict] = []
@@ -227,8 +244,15 @@ class _Engine:
             attack.max_active, chunk = self.batch_size, REFILL_CHUNK * self.batch_size
         for idx in _batches(todo, chunk):
             xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
-            res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx)
-            preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes).cpu().tolist()
+            with autocast(self.precision, self.device):
+                res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx)
+            if self.precision != "fp32":  # fp32 decides: a bf16 claim the fp32 model does not confirm is overturned
+                claimed = res.fooled.clone()
+                preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes, strict=False)
+                self.overturned += int((claimed & ~res.fooled).sum())
+            else:
+                preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes)
+            preds = preds.cpu().tolist()
             self.counts["attack_forwards"] += res.forwards
             self.counts["attack_backwards"] += res.backwards
             self.counts["attacked_examples"] += len(idx)
@@ -252,6 +276,10 @@ class _Engine:
             bar.close()
         return key
 
+    def precision_record(self) -> dict:
+        return {"attacks": self.precision, "verdicts": "fp32", "overturned": self.overturned,
+                "attacked": self.counts.get("attacked_examples", 0)}
+
     def _fooled(self, i: int, name: str, eps: Eps) -> None:
         if self.fooled_by[i] is None:
             self.fooled_by[i] = f"{name}@{eps.label}"
@@ -264,12 +292,15 @@ def _stack_init(adv_points, idx, xb):
 
 
 @torch.no_grad()
-def _reverify(model, res, y, name, eps, batch_size, passes: int = 1) -> torch.Tensor:
+def _reverify(model, res, y, name, eps, batch_size, passes: int = 1, strict: bool = True) -> torch.Tensor:
     """Recompute predictions on the returned points: they must agree with the attack's claims.
 
     With ``passes`` > 1 (a randomized model) the verdict is taken over that many passes and
     replaces the attack's claim, which came from a single pass: like is compared with like, and
     model randomness never fails the check.
+
+    With ``strict`` False (bf16 attack steps) the fp32 verdict replaces the claim instead of
+    failing the check: low-precision claims are expected to be overturned sometimes.
 
     Returns:
         the predicted class of each returned point (the adversarial class where fooled).
@@ -283,6 +314,9 @@ def _reverify(model, res, y, name, eps, batch_size, passes: int = 1) -> torch.Te
             res.fooled = preds != y
             return preds
     wrong = preds != y
+    if not strict:
+        res.fooled = wrong
+        return preds
     bad = res.fooled & ~wrong
     fail_if(bool(bad.any()), "re-verification",
             f"{name} at {eps.label} claims {int(bad.sum())} examples fooled whose returned points are classified "

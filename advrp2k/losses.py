@@ -4,11 +4,12 @@ import torch.nn.functional as F
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y, reduction="none")
+    return F.cross_entropy(logits.float(), y, reduction="none")  # fp32 even under bf16 autocast
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Carlini-Wagner margin: best wrong logit minus the true logit (positive = fooled)."""
+    logits = logits.float()  # fp32 even under bf16 autocast
     true = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.clone()
     other.scatter_(1, y[:, None], float("-inf"))

@@ -29,6 +29,7 @@ from .evaluator import AttackSpec, EvalResult, evaluate
 from .leaderboard import SCHEMA_VERSION, write_entry
 from .models import create_model, resolve_device
 from .paths import cache_dir, cache_home
+from .precision import prepare_model, resolve_precision
 from .protocols import Protocol
 from .results import frame
 from .training import TrainSettings, train
@@ -62,6 +63,8 @@ class Job:
     attributes: Path | None = None  # per-SKU attribute CSV; default: attributes.csv beside meta.csv
     hand_fields: dict = field(default_factory=dict)  # submitter's name, authors, link... (validated first)
     escalate: bool = True  # when a check fires, run the attack it calls for (advrp2k.escalation)
+    precision: str = "auto"  # attack and training steps: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16
+    compile: bool = False  # torch.compile the model for attack and training steps
 
 
 @dataclass
@@ -100,10 +103,11 @@ def _defense(job: Job):
         raise UsageError(f"bad --defense-arg for {job.defense!r}: {exc}")
 
 
-def _settings(job: Job) -> TrainSettings:
+def _settings(job: Job, device: torch.device) -> TrainSettings:
     p = job.protocol
     return TrainSettings(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum,
-                         weight_decay=p.weight_decay, lr_decay_every=p.lr_decay_every, seed=job.seed)
+                         weight_decay=p.weight_decay, lr_decay_every=p.lr_decay_every, seed=job.seed,
+                         precision=resolve_precision(job.precision, device))
 
 
 def _train_key(prep: Prepared, arch: str, defense_name: str, defense_cfg: dict, settings: TrainSettings) -> str:
@@ -138,7 +142,7 @@ def get_model(job: Job, prep: Prepared, device: torch.device) -> LoadedModel:
         return LoadedModel(_maybe_wrap(defense, model), Path(job.checkpoint), ckpt.record, ckpt.sha256, None, True)
     base_name, base = (defense.base_defense, create_defense(defense.base_defense)) \
         if isinstance(defense, TestTimeDefense) else (job.defense, defense)
-    settings = _settings(job)
+    settings = _settings(job, device)
     key = _train_key(prep, job.protocol.arch, base_name, base.config(), settings)
     folder = cache_dir("models", key)
     path = folder / "model.safetensors"
@@ -176,7 +180,8 @@ def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, sett
     if not len(y):
         raise DataError(f"no usable training images under {prep.source.root}/all/train")
     t0 = time.perf_counter()
-    train(model, base, x, y, settings, folder / "run", device, progress=job.progress)
+    train(prepare_model(model, settings.precision, device, job.compile), base, x, y, settings, folder / "run", device,
+          progress=job.progress)
     wall = time.perf_counter() - t0
     record = {"arch": arch, "classes": prep.scan.classes, "image_size": prep.image_size, "defense": base_name,
               "defense_config": base.config(), "train_settings": settings.to_dict(),
@@ -263,10 +268,11 @@ def run_eval(job: Job) -> dict:
     state.context = _analysis_context(prep, y)
     with item_lock(state.path, f"the evaluation {state.path.name}"):
         state.reload()  # a run that waited picks up what the other one saved
-        result = evaluate(loaded.model, x, y, attacks, eps_list, device,
+        precision = resolve_precision(job.precision, device)
+        result = evaluate(prepare_model(loaded.model, precision, device, job.compile), x, y, attacks, eps_list, device,
                           job.batch_size_eval or default_eval_batch_size(device), job.progress,
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
-                          escalate=job.escalate)
+                          escalate=job.escalate, precision=precision)
         entry = build_entry(job, prep, loaded, result, device)
         entry.update(entry_analyses(entry, frame(state.as_dict()), state.context["attributes"]))
         final = _examples_path(job, prep, entry["model_id"])
@@ -331,8 +337,11 @@ def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict |
     except ValueError:
         return None
     wanted = [a.build(e).config() for a in attacks for e in sorted(eps_list)]  # the engine's order
+    # A stronger suite that contains this one (with standalone numbers per attack) serves too.
+    covered = entry.get("attacks") == wanted or (
+        all(c in entry.get("attacks", []) for c in wanted) and {a.name for a in attacks} <= set(entry.get("per_attack", {})))
     same = (not entry_problems(entry) and entry["reproducibility"].get("checkpoint_sha256") == loaded.sha256
-            and entry["data"].get("fingerprint") == prep.scan.fingerprint and entry["attacks"] == wanted
+            and entry["data"].get("fingerprint") == prep.scan.fingerprint and covered
             and (job.n_examples is None or entry["n_examples"] == job.n_examples))
     return {"entry": entry, "path": str(path), "result": None, "reused": True} if same else None
 
@@ -360,6 +369,7 @@ def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResul
         "attacks": result.attacks, "n_examples": result.n_examples,
         "per_group": result.per_group(prep.scan.classes, prep.scan.attributes),
         "flags": result.flags, "unreliable": bool(result.flags), "evaluation_protocol": result.protocol,
+        "precision": {**result.precision, "compile": job.compile},
         **({"escalation": result.escalation} if result.escalation else {}),
         **({"per_attack": result.per_attack} if result.per_attack else {}),
         **({"autoattack_acc": result.per_attack["autoattack"]} if "autoattack" in result.per_attack else {}),

@@ -23,6 +23,7 @@ from ._io import atomic_write
 from .data.rp2k import batch_images
 from .defense_base import TrainingDefense
 from .errors import Advrp2kError
+from .precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class TrainSettings:
     weight_decay: float = 5e-4
     lr_decay_every: int = 4  # divide lr by 10 every this many epochs (paper: 50 of 150)
     seed: int = 0
+    precision: str = "fp32"  # "bf16": autocast for forward passes and attack steps (advrp2k.precision)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -134,7 +136,8 @@ def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.
                     raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, batch {b}; re-run to resume")
                 idx = batches[b]
                 xb, yb = batch_images(x, idx, device), y[idx].to(device)
-                loss = defense.training_loss(model, xb, yb, gens["defense"])
+                with autocast(settings.precision, device):
+                    loss = defense.training_loss(model, xb, yb, gens["defense"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
