@@ -20,8 +20,10 @@ def _progress():
     """tqdm on a terminal-ish stderr; silent when ADVRP2K_NO_PROGRESS=1."""
     import os
 
-    if os.environ.get("ADVRP2K_NO_PROGRESS") == "1":
-        return None
+    from . import distributed
+
+    if os.environ.get("ADVRP2K_NO_PROGRESS") == "1" or not distributed.is_main():
+        return None  # under torchrun only the main process shows progress
     from tqdm.auto import tqdm
 
     def factory(iterable=None, **kw):
@@ -74,27 +76,36 @@ class Advrp2kGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            _error(f"Error: {exc}")
             sys.exit(EXIT_USAGE)
         except TrainingInterrupted as exc:
-            click.echo(f"Interrupted: {exc}", err=True)
+            _error(f"Interrupted: {exc}")
             sys.exit(130)
         except OutputError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            _error(f"Error: {exc}")
             sys.exit(EXIT_OUTPUT)
         except Advrp2kError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            _error(f"Error: {exc}")
             sys.exit(1)
         except OSError as exc:
             from ._io import output_error, write_error_errnos
 
             if exc.errno not in write_error_errnos():
                 raise
-            click.echo(f"Error: {output_error(exc.filename or '(a cache or output file)', exc)}", err=True)
+            _error(f"Error: {output_error(exc.filename or '(a cache or output file)', exc)}")
             sys.exit(EXIT_OUTPUT)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+
+
+def _error(message: str) -> None:
+    """One line on stderr; under torchrun, prefixed with the rank that failed (torchrun then stops
+    the other processes)."""
+    from . import distributed
+
+    prefix = f"[rank {distributed.rank()}] " if distributed.active() else ""
+    click.echo(prefix + message, err=True)
 
 
 @click.group(cls=Advrp2kGroup)
@@ -104,7 +115,11 @@ class Advrp2kGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def cli(plugin_modules, verbose):
     """advrp2k: adversarial robustness benchmarks on RP2K retail products."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    from . import distributed
+
+    distributed.init_from_env()  # under torchrun: join its process group (a no-op otherwise)
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level if distributed.is_main() else logging.ERROR, format="%(levelname)s: %(message)s")
     failures = _registry.load_plugins(tuple(plugin_modules))
     for msg in failures.values():
         click.echo(f"Warning: {msg}", err=True)
@@ -114,4 +129,14 @@ from . import cli_analysis, cli_commands  # noqa: E402,F401  (register the subco
 
 
 def main():
-    cli(prog_name="advrp2k")
+    from . import distributed
+
+    code = 1
+    try:
+        cli(prog_name="advrp2k", standalone_mode=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        raise
+    finally:
+        distributed.shutdown(clean=code == 0)

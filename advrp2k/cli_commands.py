@@ -107,6 +107,8 @@ def eval_cmd(ctx, attacks, attack_eps, n_examples, batch_size_eval, curve, casca
     pgd_default = default_attacks(job.protocol)[0]
     job.attacks = [pgd_default if n == "pgd" else AttackSpec(n) for n in names]
     out = run_eval(job)
+    if out["entry"] is None:
+        return  # under torchrun only the main process writes and prints
     click.echo(format_entry(out["entry"]))
     click.echo(f"\nwrote {out['path']}")
 
@@ -189,9 +191,12 @@ def train_cmd(**kw):
     _defense(job)
     check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
     prep = prepare(job)
+    from . import distributed
+
     loaded = get_model(job, prep, resolve_device(job.device))
     state = "reused cached model" if loaded.reused else f"trained in {loaded.train_wall:.0f} s"
-    click.echo(f"{state}: {loaded.path}")
+    if distributed.is_main():
+        click.echo(f"{state}: {loaded.path}")
 
 
 @cli.command("list")
@@ -260,7 +265,8 @@ def table5_cmd(n_examples, leaderboard, **kw):
     from .table5 import reproduce
 
     job = _make_job(**kw, n_examples=n_examples, leaderboard=leaderboard)
-    reproduce(job, log=lambda m: click.echo(m, err=True))
+    if not reproduce(job, log=lambda m: click.echo(m, err=True)):
+        return  # under torchrun only the main process writes and prints
     click.echo((leaderboard / "table5.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {leaderboard / 'table5.json'} and {leaderboard / 'table5.md'}")
 
@@ -351,6 +357,8 @@ def submit_cmd(name, authors, link, venue, leaderboard, **kw):
     job = _make_job(**kw, leaderboard=leaderboard, hand_fields=fields)
     job.attacks = ranking_suite()  # exactly the suite the leaderboard ranks by
     out = run_eval(job)
+    if out["entry"] is None:
+        return  # under torchrun only the main process writes and prints
     click.echo(format_entry(out["entry"]))
     click.echo(f"\nwrote {out['path']}\nSubmit it: open a pull request that adds this file to the advrp2k leaderboard.")
 

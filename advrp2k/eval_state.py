@@ -35,10 +35,16 @@ class EvalState:
             earlier: when ``path`` does not exist and it matches the header, it is resumed from.
     """
 
-    def __init__(self, path: str | Path | None, header: dict, published: str | Path | None = None):
+    def __init__(self, path: str | Path | None, header: dict, published: str | Path | None = None,
+                 shard: tuple[int, int] = (0, 1)):
         self.path = Path(path) if path else None
         self.header = header
         self.published = Path(published) if published else None
+        # Under torchrun each process saves its own progress beside the main file; a resume
+        # merges every process's file, whatever the number of processes was then.
+        self.rank, self.world = shard
+        self.own_path = self.path.with_name(f"{self.path.stem}.rank{self.rank}-of-{self.world}.json") \
+            if self.path and self.world > 1 else self.path
         # What the analyses need beside the results (labels, class names, training counts,
         # attributes); set by the caller, written with the results, never read back for resuming.
         self.context: dict = {}
@@ -54,6 +60,10 @@ class EvalState:
             self._load(self.path, strict=True)
         elif self.published and self.published.is_file():
             self._load(self.published, strict=False)
+        for part in self._rank_files():
+            saved = EvalState(None, self.header)
+            saved._load(part, strict=True)
+            self.merge(saved.as_dict())
 
     def _load(self, path: Path, strict: bool) -> None:
         try:
@@ -91,8 +101,47 @@ class EvalState:
         st["adv_class"] += adv_class if adv_class is not None else [-1] * len(fooled)
         self.save()
 
+    def _rank_files(self) -> list[Path]:
+        if not self.path or not self.path.parent.is_dir():
+            return []
+        return sorted(self.path.parent.glob(f"{self.path.stem}.rank*-of-*.json"))
+
+    def merge(self, other: dict) -> None:
+        """Union in another process's saved progress (disjoint examples; counts add up)."""
+        if self.clean_correct is None:
+            self.clean_correct = other["clean_correct"]
+        for key, st in other["stages"].items():
+            mine = self.stages.setdefault(key, {"done": [], "fooled": [], "adv_class": []})
+            done = set(mine["done"])
+            fooled = dict(zip(mine["fooled"], mine.get("adv_class") or [-1] * len(mine["fooled"])))
+            fooled.update(zip(st["fooled"], st.get("adv_class") or [-1] * len(st["fooled"])))
+            mine["done"] = sorted(done | set(st["done"]))
+            mine["fooled"], mine["adv_class"] = list(fooled), list(fooled.values())
+        for k, v in other.get("counts", {}).items():
+            self.counts[k] = self.counts.get(k, 0) + v
+
+    def finish(self, parts: list[dict]) -> None:
+        """Merge every process's results (``parts``, in rank order) and, in the main process,
+        save them as complete and remove the per-process files."""
+        if self.world > 1:
+            self.stages, self.counts = {}, {k: 0 for k in COUNT_KEYS}
+            for part in parts:
+                self.merge(part)
+        if self.rank == 0:
+            self.own_path = self.path
+            self.save(complete=True)
+            for f in self._rank_files():
+                f.unlink(missing_ok=True)
+            for d in self._all_points_dirs():
+                shutil.rmtree(d, ignore_errors=True)
+
     def _points_dir(self) -> Path:
-        return self.path.with_name(self.path.stem + ".points")
+        return self.own_path.with_name(self.own_path.stem + ".points")
+
+    def _all_points_dirs(self) -> list[Path]:
+        if not self.path or not self.path.parent.is_dir():
+            return []
+        return sorted(self.path.parent.glob(f"{self.path.stem}*.points"))
 
     def save_points(self, key: str, idx: list[int], points: torch.Tensor) -> None:
         """Keep survivors' adversarial points: the next eps starts from them, also after a resume."""
@@ -105,11 +154,11 @@ class EvalState:
 
     def load_points(self, key: str) -> dict[int, torch.Tensor]:
         """Saved survivors' points; an unreadable part is set aside (those examples start afresh)."""
-        if not self.path or not self._points_dir().is_dir():
+        if not self.path:
             return {}
         tag = hashlib.sha256(key.encode()).hexdigest()[:12]
         out = {}
-        for f in sorted(self._points_dir().glob(f"{tag}-*.safetensors")):
+        for f in sorted(f for d in self._all_points_dirs() for f in d.glob(f"{tag}-*.safetensors")):
             try:
                 part = load_file(str(f))
                 out.update(zip(part["idx"].tolist(), part["x"]))
@@ -122,7 +171,7 @@ class EvalState:
         if self.path and complete and self._points_dir().is_dir():
             shutil.rmtree(self._points_dir())  # only needed to resume an unfinished run
         if self.path:
-            write_json(self.path, self.as_dict())
+            write_json(self.own_path, self.as_dict())
 
     def as_dict(self) -> dict:
         """The saved form (also what ``advrp2k.results.frame`` reads)."""
@@ -140,7 +189,8 @@ class EvalState:
         """Forget a saved run (``--restart``): the file and its points."""
         path = Path(path)
         path.unlink(missing_ok=True)
-        shutil.rmtree(path.with_name(path.stem + ".points"), ignore_errors=True)
+        for part in list(path.parent.glob(f"{path.stem}.rank*-of-*.json")) + list(path.parent.glob(f"{path.stem}*.points")):
+            part.unlink() if part.is_file() else shutil.rmtree(part, ignore_errors=True)
 
 
 def state_problem(data) -> str | None:

@@ -21,6 +21,7 @@ from .attack_base import frozen_eval
 from .attack_spec import AttackSpec  # noqa: F401  (re-exported: part of the evaluator's API)
 from .checks import (CONVERGENCE_ATTACKS, convergence_flags, fail_if, flag_checks, large_eps_flag,
                      random_search_flags, state_digest)
+from . import distributed
 from .escalation import plan_remedies, protocol_for, randomized_suite
 from .precision import OVERTURN_FLAG, autocast
 from .data.rp2k import batch_images
@@ -78,9 +79,11 @@ def _batches(idx: torch.Tensor, size: int):
 @torch.no_grad()
 def clean_pass(model, x, y, device, batch_size, progress=None, passes: int = 1):
     """Top-1 and top-5 correctness; with ``passes`` > 1 (a randomized model) top-1 counts only
-    if every pass classifies the example correctly."""
+    if every pass classifies the example correctly. Under torchrun each process classifies its
+    share of the examples and the results are gathered."""
     top1, top5 = torch.zeros(len(y), dtype=torch.bool), torch.zeros(len(y), dtype=torch.bool)
-    batches = _batches(torch.arange(len(y)), batch_size)
+    mine = distributed.owned(len(y))
+    batches = _batches(mine.nonzero().squeeze(1), batch_size)
     for idx in (progress(batches, desc="clean") if progress else batches):
         xb = batch_images(x, idx, device)
         logits = model(xb).cpu()
@@ -89,6 +92,8 @@ def clean_pass(model, x, y, device, batch_size, progress=None, passes: int = 1):
         top5[idx] = (logits.topk(k, 1).indices == y[idx, None]).any(1)
         for _ in range(passes - 1):
             top1[idx] &= model(xb).argmax(1).cpu() == y[idx]
+    for part, (t1, t5) in zip(distributed.owned_parts(len(y)), distributed.all_gather((top1[mine], top5[mine]))):
+        top1[part], top5[part] = t1, t5
     return top1, top5
 
 
@@ -122,7 +127,8 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     digest = state_digest(model)
     eps_list = sorted(eps_list)
     with frozen_eval(model):  # a model handed over in train mode is evaluated in eval mode
-        flags = _preflight(model, x, y, device, num_classes) if sanity_checks and len(y) else []
+        checked = sanity_checks and len(y) and distributed.is_main()
+        flags = distributed.broadcast(_preflight(model, x, y, device, num_classes) if checked else [])
         protocol = protocol_for(flags)
         clean, top5 = clean_pass(model, x, y, device, batch_size, progress, protocol.verdict_passes)
         clean = _resumed_clean(state, clean, protocol)
@@ -134,12 +140,16 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     if sanity_checks:
         flags += random_search_flags(suite, by_attack, len(y))
         if not protocol.randomized:  # its single-pass claims would mistake noise for progress
-            flags += convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size, engine.final_points)
+            conv = convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size, engine.final_points) \
+                if distributed.is_main() else None
+            flags += distributed.broadcast(conv)
     robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list) if escalate else (robust, None)
-    flags += _overturn_flags(engine)
+    engine.overturned = sum(distributed.all_gather(engine.overturned))
     fail_if(state_digest(model) != digest, "eval mode",
             "the model's weights or BatchNorm statistics changed during evaluation")
-    state.save(complete=True)
+    state.finish(distributed.all_gather(state.as_dict()))
+    engine.counts = state.counts  # the whole evaluation's, every process's added up
+    flags += _overturn_flags(engine)
     engine.counts["clean_forwards"] = len(y) * protocol.verdict_passes
     per = {name: {k: v.float().mean().item() for k, v in masks.items()} for name, masks in by_attack.items()} \
         if per_attack else {}
@@ -203,6 +213,7 @@ class _Engine:
                  precision: str = "fp32"):
         self.model, self.x, self.y, self.clean, self.passes = model, x, y, clean, passes
         self.precision, self.overturned = precision, 0
+        self.mine = distributed.owned(len(y))  # under torchrun: this process's examples
         self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
         self.fooled_by: list = [None if c else "clean" for c in clean.tolist()]
         self.configs: list[dict] = []
@@ -227,7 +238,19 @@ class _Engine:
             if spec.name in CONVERGENCE_ATTACKS and not self.final_points:  # the convergence check reuses them
                 self.final_points = adv_points
             by_attack[spec.name if spec.name not in by_attack else f"{spec.name}#{len(by_attack)}"] = masks
-        return by_attack
+        return self._merged(by_attack)
+
+    def _merged(self, by_attack: dict) -> dict:
+        """Under torchrun: every process's verdicts on its own examples, combined (an example not
+        owned keeps its clean verdict in the other processes' masks, so AND takes the owner's)."""
+        if not distributed.active():
+            return by_attack
+        parts = distributed.all_gather((by_attack, self.fooled_by))
+        merged = {name: {k: torch.stack([p[0][name][k] for p in parts]).all(0) for k in masks}
+                  for name, masks in by_attack.items()}
+        world = distributed.world_size()
+        self.fooled_by = [parts[i % world][1][i] for i in range(len(self.fooled_by))]
+        return merged
 
     def _stage(self, spec, eps, candidates, still, adv_points) -> str:
         attack = spec.build(eps)
@@ -237,7 +260,8 @@ class _Engine:
         for i in fooled_before:
             still[i] = False
             self._fooled(i, spec.name, eps)
-        todo = torch.tensor([i for i in candidates.nonzero().squeeze(1).tolist() if i not in done], dtype=torch.long)
+        todo = torch.tensor([i for i in (candidates & self.mine).nonzero().squeeze(1).tolist() if i not in done],
+                            dtype=torch.long)
         bar = self.progress(total=int(todo.numel()), desc=f"{spec.name} @ {eps.label}") if self.progress else None
         chunk = self.batch_size
         if getattr(attack, "refills", False):  # it keeps a batch in flight, refilling freed slots

@@ -7,13 +7,14 @@ import json
 import logging
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from . import _version
+from . import _version, distributed
 from ._eps import Eps
 from ._registry import ATTACKS, DEFENSES
 from ._io import check_output_dir, write_json
@@ -146,12 +147,13 @@ def get_model(job: Job, prep: Prepared, device: torch.device) -> LoadedModel:
     key = _train_key(prep, job.protocol.arch, base_name, base.config(), settings)
     folder = cache_dir("models", key)
     path = folder / "model.safetensors"
-    with item_lock(folder, f"the model {base_name} (cache {folder})"):
-        cached = _cached_model(path, prep)
-        trained = cached is None
+    # Under torchrun the main process holds the lock and decides; every process trains together.
+    with item_lock(folder, f"the model {base_name} (cache {folder})") if distributed.is_main() else nullcontext():
+        trained = distributed.broadcast(_cached_model(path, prep) is None if distributed.is_main() else None)
         if trained:
             _train_and_save(job, prep, device, base_name, base, settings, folder)
-            cached = _cached_model(path, prep)
+        distributed.barrier()
+        cached = _cached_model(path, prep)
     ckpt, model = cached
     return LoadedModel(_maybe_wrap(defense, model), path, ckpt.record, ckpt.sha256,
                        _read_side_record(folder).get("train_wall_s"), reused=not trained)
@@ -187,9 +189,11 @@ def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, sett
               "defense_config": base.config(), "train_settings": settings.to_dict(),
               "dataset": prep.source.name, "dataset_fingerprint": prep.scan.fingerprint,
               "advrp2k_version": _version.__version__}
-    save_model(folder / "model.safetensors", model, record)
-    write_json(folder / "training.json", {"train_wall_s": wall, "device": str(device),
-                                          "date": datetime.datetime.now().isoformat(timespec="seconds")})
+    if distributed.is_main():
+        save_model(folder / "model.safetensors", model, record)
+        write_json(folder / "training.json", {"train_wall_s": wall, "device": str(device), "processes":
+                                              distributed.world_size(),
+                                              "date": datetime.datetime.now().isoformat(timespec="seconds")})
     return wall
 
 
@@ -266,13 +270,15 @@ def run_eval(job: Job) -> dict:
         x, y = x[:job.n_examples], y[:job.n_examples]
     state = _eval_state(job, prep, loaded, attacks, eps_list, len(y))
     state.context = _analysis_context(prep, y)
-    with item_lock(state.path, f"the evaluation {state.path.name}"):
+    with item_lock(state.path, f"the evaluation {state.path.name}") if distributed.is_main() else nullcontext():
         state.reload()  # a run that waited picks up what the other one saved
         precision = resolve_precision(job.precision, device)
         result = evaluate(prepare_model(loaded.model, precision, device, job.compile), x, y, attacks, eps_list, device,
                           job.batch_size_eval or default_eval_batch_size(device), job.progress,
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
                           escalate=job.escalate, precision=precision)
+        if not distributed.is_main():  # the main process writes the one entry
+            return {"entry": None, "path": None, "result": result}
         entry = build_entry(job, prep, loaded, result, device)
         entry.update(entry_analyses(entry, frame(state.as_dict()), state.context["attributes"]))
         final = _examples_path(job, prep, entry["model_id"])
@@ -319,9 +325,11 @@ def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n) -> EvalSta
     key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:16]
     final = _examples_path(job, prep, mid)
     path = final.parent / ".partial" / f"{mid}-{key}.json"
-    if job.restart:
+    if job.restart and distributed.is_main():
         EvalState.discard(path)
-    return EvalState(path, header, published=None if job.restart else final)
+    distributed.barrier()
+    return EvalState(path, header, published=None if job.restart else final,
+                     shard=(distributed.rank(), distributed.world_size()))
 
 
 def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict | None:
@@ -392,6 +400,7 @@ def _repro(job, loaded: LoadedModel, result, device) -> dict:
             "versions": {"advrp2k": _version.__version__, "torch": torch.__version__,
                          "torchvision": torchvision.__version__, "python": platform.python_version()},
             "device": str(device), "dataset_fingerprint": record.get("dataset_fingerprint"),
-            "checkpoint_sha256": loaded.sha256,
+            "checkpoint_sha256": loaded.sha256, "processes": distributed.world_size(),
+            "random_streams": "per example: (attack seed, example index, restart)",
             "wall_s": {"train": loaded.train_wall, "train_reused_from_cache": loaded.reused, "eval": result.wall_s},
             "counts": result.counts}

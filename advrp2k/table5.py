@@ -36,6 +36,8 @@ def reproduce(base: Job, log=lambda msg: None) -> dict:
                                   attack_eps=eps_list, reuse_entry=True)
         out = run_eval(job)
         entry = out["entry"]
+        if entry is None:  # under torchrun only the main process writes the table
+            continue
         entries.append(entry)
         rows.append({"name": ROW_NAMES[(defense, eps)], "defense": defense, "train_eps": eps,
                      "model_id": entry["model_id"], "entry": out["path"], "reused": out.get("reused", False),
@@ -44,6 +46,8 @@ def reproduce(base: Job, log=lambda msg: None) -> dict:
                      "worst_case": entry["robust_acc"],
                      "paper": PAPER[(defense, eps)], "per_group": entry.get("per_group", {}),
                      "flags": entry.get("flags", [])})
+    if not entries:
+        return {}
     first = entries[0]
     table = {"rows": rows, "claims": claims(rows), "protocol": base.protocol.to_dict(),
              "dataset": {"name": first["dataset"], "synthetic": first["synthetic"], **first["data"]},

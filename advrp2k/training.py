@@ -23,6 +23,7 @@ from ._io import atomic_write
 from .data.rp2k import batch_images
 from .defense_base import TrainingDefense
 from .errors import Advrp2kError
+from . import distributed
 from .precision import autocast
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,58 @@ def _optimizer(model: nn.Module, st: TrainSettings):
     return opt, sched
 
 
-def _save_state(run_dir: Path, model, opt, sched, epoch: int, batch: int, gens: dict) -> Path:
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "epoch": epoch, "batch": batch, "rng": {k: g.get_state() for k, g in gens.items()}}
+def _save_state(run_dir: Path, model, opt, sched, epoch: int, batch: int, gens: dict) -> Path | None:
+    """Checkpoint (every process takes part; only the main process writes). Each process's own
+    defense generator is kept, so a resume with the same number of processes continues exactly."""
+    defense_states = distributed.all_gather(gens["defense"].get_state())
     path = run_dir / f"state-e{epoch:04d}-b{batch:06d}.pt"
-    atomic_write(path, lambda f: torch.save(state, f))
-    for old in sorted(run_dir.glob("state-*.pt"))[:-2]:  # keep the newest two
-        old.unlink(missing_ok=True)
+    if distributed.is_main():
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "epoch": epoch, "batch": batch, "rng": {"shuffle": gens["shuffle"].get_state(),
+                                                         "defense": defense_states[0]},
+                 "rng_defense_ranks": defense_states}
+        atomic_write(path, lambda f: torch.save(state, f))
+        for old in sorted(run_dir.glob("state-*.pt"))[:-2]:  # keep the newest two
+            old.unlink(missing_ok=True)
+    distributed.barrier()  # nobody resumes from a checkpoint still being written
     return path
+
+
+def _resume(state: dict, model, opt, sched, gens: dict) -> tuple[int, int]:
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    gens["shuffle"].set_state(state["rng"]["shuffle"])
+    ranks = state.get("rng_defense_ranks") or [state["rng"]["defense"]]
+    if len(ranks) == distributed.world_size():
+        gens["defense"].set_state(ranks[distributed.rank()])
+    else:  # another number of processes than the checkpoint's: attack draws start a new stream
+        log.warning("resuming with %d processes from a checkpoint written by %d: attack random draws differ "
+                    "from an uninterrupted run", distributed.world_size(), len(ranks))
+    log.info("resuming training at epoch %d, batch %d", state["epoch"], state["batch"])
+    return state["epoch"], state["batch"]
+
+
+class _UpdateView(nn.Module):
+    """What a training-time defense sees: forwards in train mode go through DistributedDataParallel
+    (so the weight update is all-reduced); in eval mode, as the attack base class sets it, they
+    go to the bare module (attack steps are local: no all-reduce, BatchNorm in eval mode)."""
+
+    def __init__(self, ddp: nn.Module, bare: nn.Module):
+        super().__init__()
+        self.ddp, self.bare = ddp, bare
+
+    def forward(self, x):
+        return self.ddp(x) if self.training else self.bare(x)
+
+
+def _update_view(model: nn.Module, device: torch.device) -> nn.Module:
+    if not distributed.active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ddp = DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None)
+    return _UpdateView(ddp, model)
 
 
 def _load_latest_state(run_dir: Path) -> dict | None:
@@ -108,36 +153,35 @@ def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
+    net = _update_view(model, device)
     opt, sched = _optimizer(model, settings)
+    # The shuffle is the same in every process (each takes its share of every global batch);
+    # attack randomness is each process's own.
     gens = {"shuffle": torch.Generator().manual_seed(settings.seed),
-            "defense": torch.Generator().manual_seed(settings.seed + 1)}
+            "defense": torch.Generator().manual_seed(settings.seed + 1 + 7919 * distributed.rank())}
     epoch, start_batch = 0, 0
     state = _load_latest_state(run_dir)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        epoch, start_batch = state["epoch"], state["batch"]
-        for k, g in gens.items():
-            g.set_state(state["rng"][k])
-        log.info("resuming training at epoch %d, batch %d", epoch, start_batch)
+        epoch, start_batch = _resume(state, model, opt, sched, gens)
     with stop_on_signals() as stop:
         while epoch < settings.epochs:
             epoch_gen_state = gens["shuffle"].get_state()
             order = torch.randperm(len(x), generator=gens["shuffle"])
             batches = list(order.split(settings.batch_size))
-            model.train()
+            net.train()
             bar = progress(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{settings.epochs}",
                            leave=False) if progress else None
             for b in range(start_batch, len(batches)):
-                if stop.is_set():
+                if distributed.any_true(stop.is_set()):  # every process stops at the same batch
                     gens["shuffle"].set_state(epoch_gen_state)  # the permutation is redrawn on resume
                     _save_state(run_dir, model, opt, sched, epoch, b, gens)
                     raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, batch {b}; re-run to resume")
-                idx = batches[b]
+                idx = batches[b][distributed.rank()::distributed.world_size()]  # this process's share
+                if len(batches[b]) < distributed.world_size():
+                    continue  # a last batch too small to give every process an example is skipped by all
                 xb, yb = batch_images(x, idx, device), y[idx].to(device)
                 with autocast(settings.precision, device):
-                    loss = defense.training_loss(model, xb, yb, gens["defense"])
+                    loss = defense.training_loss(net, xb, yb, gens["defense"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -167,12 +167,13 @@ def test_attack_suite_checks(isolated_home, tmp_path):
 def test_leaderboard_validate_and_build_survive_whatever_is_in_entries(tmp_path):
     from advrp2k.leaderboard import MAX_ENTRY_BYTES
 
+    from test_leaderboard import good_entry
+
     lb = tmp_path / "lb"
-    good_src = Path(__file__).resolve().parents[1] / "leaderboard" / "entries" / "rp2k_synth" / "linf"
-    good = sorted(good_src.glob("*.json"))[0]
     folder = lb / "entries" / "rp2k_synth" / "linf"
     folder.mkdir(parents=True)
-    shutil.copy(good, folder / good.name)
+    good = folder / "Standard_smallcnn.json"
+    good.write_text(json.dumps(good_entry()))
     (folder / "dir.json").mkdir()  # a folder is walked into, not read as an entry
     os.mkfifo(folder / "fifo.json")
     outside = tmp_path / "secret.json"
