@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "advrp2k.attacks.fgsm",
     "advrp2k.attacks.autoattack",
     "advrp2k.attacks.square",
+    "advrp2k.attacks.torchattacks_adapter",
     "advrp2k.defenses.standard",
     "advrp2k.defenses.madry",
     "advrp2k.defenses.fast_fgsm",
@@ -56,6 +57,9 @@ class PluginInfo:
 class Registry:
     kind: str
     _plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    #: Callables ``name -> message or None`` that explain an unknown name better than a list
+    #: of known ones (the torchattacks adapter explains a ``ta:`` attack of another norm).
+    hints: list = field(default_factory=list)
 
     def register(self, name: str) -> Callable:
         """Decorator: register a class or factory under ``name`` (lower snake case)."""
@@ -75,6 +79,10 @@ class Registry:
     def info(self, name: str) -> PluginInfo:
         load_plugins()
         if name not in self._plugins:
+            for hint in self.hints:
+                message = hint(name)
+                if message:
+                    raise PluginError(message)
             known = ", ".join(sorted(self._plugins)) or "(none)"
             hint = ""
             if _load_failures:

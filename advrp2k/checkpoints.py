@@ -113,6 +113,28 @@ def _load_torch_weights_only(path: Path, data: bytes):
     return obj["state_dict"], record
 
 
+def read_weights(path: str | Path) -> tuple[dict, str]:
+    """A weights file from elsewhere (a state dict, or ``{"state_dict": ...}``), read with
+    ``torch.load(weights_only=True)``: a pickle that would run code is refused unrun.
+
+    Returns:
+        (state dict, SHA-256 of the file's bytes).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError):
+        names = _pickle_globals(path)
+        reason = (f"loading it would import and call {', '.join(names[:3])}" if names else
+                  "it is not a readable torch weights file (corrupt, truncated, or another format)")
+        raise CheckpointError(f"refused weights {path}: {reason}; nothing in it was run")
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"weights file {path} holds no state dict of tensors")
+    return state, hashlib.sha256(data).hexdigest()
+
+
 def _pickle_globals(path: Path) -> list[str]:
     """Callables a pickle references, found by parsing opcodes (pickletools never executes them)."""
     import pickletools

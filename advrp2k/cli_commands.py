@@ -34,7 +34,14 @@ def _data_options(f):
                      help="Per-SKU attribute CSV (sku, product_type, shape, ...) for per-group results."),
         click.option("--protocol", default="quick", show_default=True, type=click.Choice(sorted(PROTOCOLS)),
                      help="Named defaults for arch, epochs, schedule and attack steps."),
-        click.option("--arch", help="Architecture (advrp2k list archs); default from the protocol."),
+        click.option("--arch", help="Architecture (advrp2k list archs), or rb:<RobustBench ImageNet Linf model>; "
+                                    "default from the protocol."),
+        click.option("--pretrained", type=click.Choice(["none", "imagenet"]), default="none", show_default=True,
+                     help="Start from torchvision's ImageNet weights (resnet18/34/50) and fine-tune."),
+        click.option("--model-dir", type=click.Path(path_type=Path),
+                     help="Folder of pretrained weights (default $ADVRP2K_HOME/weights); nothing is downloaded."),
+        click.option("--augment", type=click.Choice(["none", "paper"]), default="none", show_default=True,
+                     help="Training augmentation: the RP2K paper's border, crop, perspective and brightness."),
         click.option("--epochs", type=click.IntRange(min=1), help="Training epochs; default from the protocol."),
         click.option("--image-size", type=click.IntRange(min=8), help="Square input size in pixels."),
         click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
@@ -57,7 +64,8 @@ def _job_options(f):
 
 
 def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, device, seed, precision="auto",
-              compile_model=False, defense="standard", eps=None, defense_args=(), checkpoint=None, **extra):
+              compile_model=False, pretrained="none", model_dir=None, augment="none", defense="standard", eps=None,
+              defense_args=(), checkpoint=None, **extra):
     from .pipeline import Job
 
     if data is not None and not data.exists():
@@ -72,6 +80,7 @@ def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, dev
     return Job(defense=defense, eps=eps, defense_args=args, data=data, dataset=dataset, attributes=attributes,
                protocol=proto,
                checkpoint=checkpoint, device=device, seed=seed, precision=precision, compile=compile_model,
+               pretrained=None if pretrained == "none" else pretrained, model_dir=model_dir, augment=augment,
                progress=_progress(), **extra)
 
 
@@ -80,6 +89,8 @@ def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, dev
 @click.option("--attacks", default="pgd", show_default=True, help="Comma-separated attack plugins.")
 @click.option("--attack-eps", type=EpsListType(), default="4/255,8/255", show_default=True,
               help="Budgets to evaluate at.")
+@click.option("--attack-arg", "attack_args", multiple=True, metavar="NAME.KEY=VALUE",
+              help="Option of one attack of the suite (repeatable), e.g. pgd.steps=100 or ta:MIFGSM.decay=0.9.")
 @click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
 @click.option("--batch-size", "batch_size_eval", type=click.IntRange(min=1),
               help="Examples in flight per attack step (default 128 on CPU, 512 on CUDA).")
@@ -89,8 +100,8 @@ def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, dev
 @click.option("--no-escalate", is_flag=True, help="Report flags only; do not run the attacks they call for.")
 @click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
 @click.pass_context
-def eval_cmd(ctx, attacks, attack_eps, n_examples, batch_size_eval, curve, cascade, restart, no_escalate, leaderboard,
-             **kw):
+def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval, curve, cascade, restart, no_escalate,
+             leaderboard, **kw):
     """Train (or reuse) a defended model, evaluate it, write a leaderboard entry."""
     from .pipeline import default_attacks, run_eval
 
@@ -105,7 +116,7 @@ def eval_cmd(ctx, attacks, attack_eps, n_examples, batch_size_eval, curve, casca
     for name in names:
         _registry.ATTACKS.info(name)
     pgd_default = default_attacks(job.protocol)[0]
-    job.attacks = [pgd_default if n == "pgd" else AttackSpec(n) for n in names]
+    job.attacks = apply_attack_args([pgd_default if n == "pgd" else AttackSpec(n) for n in names], attack_args)
     out = run_eval(job)
     if out["entry"] is None:
         return  # under torchrun only the main process writes and prints
@@ -115,6 +126,26 @@ def eval_cmd(ctx, attacks, attack_eps, n_examples, batch_size_eval, curve, casca
 
 def _ci_text(interval) -> str:
     return f"  [{interval[0]:6.2%}, {interval[1]:6.2%}]" if interval else ""
+
+
+def apply_attack_args(specs: list[AttackSpec], pairs) -> list[AttackSpec]:
+    """``NAME.KEY=VALUE`` options onto the suite's attacks (values parsed as literals, never evaluated).
+
+    Raises:
+        UsageError: a malformed pair, or an attack that is not in the suite.
+    """
+    by_name = {s.name: s for s in specs}
+    for pair in pairs:
+        target, sep, _ = pair.partition("=")
+        name, dot, key = target.rpartition(".")
+        if not sep or not dot or not name or not key:
+            raise UsageError(f"--attack-arg {pair!r} is not NAME.KEY=VALUE (e.g. pgd.steps=100)")
+        if name not in by_name:
+            raise UsageError(f"--attack-arg {pair!r} names attack {name!r}, which is not in --attacks "
+                             f"({', '.join(by_name)})")
+        value = parse_key_values([f"{key}={pair.split('=', 1)[1]}"])
+        by_name[name].options = {**by_name[name].options, **value}
+    return specs
 
 
 def format_entry(entry: dict) -> str:
@@ -205,7 +236,8 @@ def list_cmd(kind):
     """List registered plugins (datasets, archs, attacks, defenses)."""
     for name, reg in _registry.REGISTRIES.items():
         if kind in (None, name):
-            click.echo(f"{name}: {', '.join(reg.names())}")
+            shown = [n + (f" ({lib})" if (lib := getattr(reg.get(n), "library", "")) else "") for n in reg.names()]
+            click.echo(f"{name}: {', '.join(shown)}")
 
 
 @cli.group("data")

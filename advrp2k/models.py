@@ -61,6 +61,10 @@ def create_model(arch: str, num_classes: int, **kwargs) -> nn.Module:
         arch: a name from ``list_archs()``.
         num_classes: output width.
     """
+    if arch.startswith("rb:"):  # a RobustBench architecture (weights come from the checkpoint)
+        from .backbones import robustbench_skeleton
+
+        return robustbench_skeleton(arch[3:], num_classes)
     return ARCHS.get(arch)(num_classes=num_classes, **kwargs)
 
 

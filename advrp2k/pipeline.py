@@ -26,6 +26,7 @@ from .defense_base import TestTimeDefense, create_defense
 from .errors import CheckpointError, DataError, UsageError
 from .eval_state import EvalState
 from .analyses import entry_analyses
+from .backbones import FINETUNE_LR_FACTOR, arch_id, initial_model, weights_identity
 from .evaluator import AttackSpec, EvalResult, evaluate
 from .leaderboard import SCHEMA_VERSION, write_entry
 from .models import create_model, resolve_device
@@ -66,6 +67,9 @@ class Job:
     escalate: bool = True  # when a check fires, run the attack it calls for (advrp2k.escalation)
     precision: str = "auto"  # attack and training steps: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16
     compile: bool = False  # torch.compile the model for attack and training steps
+    pretrained: str | None = None  # "imagenet": torchvision weights (--arch rb:<Name> for RobustBench)
+    model_dir: Path | None = None  # where pretrained weights are read from (default $ADVRP2K_HOME/weights)
+    augment: str = "none"  # training augmentation: none, or paper (the RP2K paper's Sec. 4.2)
 
 
 @dataclass
@@ -105,10 +109,15 @@ def _defense(job: Job):
 
 
 def _settings(job: Job, device: torch.device) -> TrainSettings:
+    """Training settings; a pretrained backbone is fine-tuned (advrp2k.backbones' protocol) and
+    the identity of its weights is part of the settings, so another file is another model."""
     p = job.protocol
-    return TrainSettings(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum,
+    init = weights_identity(p.arch, job.pretrained, job.model_dir)
+    lr = p.lr * FINETUNE_LR_FACTOR if init else p.lr
+    return TrainSettings(epochs=p.epochs, batch_size=p.batch_size, lr=lr, momentum=p.momentum,
                          weight_decay=p.weight_decay, lr_decay_every=p.lr_decay_every, seed=job.seed,
-                         precision=resolve_precision(job.precision, device))
+                         precision=resolve_precision(job.precision, device), augment=job.augment,
+                         extra={"init": init} if init else {})
 
 
 def _train_key(prep: Prepared, arch: str, defense_name: str, defense_cfg: dict, settings: TrainSettings) -> str:
@@ -177,7 +186,7 @@ def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, sett
     beside it, what varies between identical trainings (wall time, device, date)."""
     arch = job.protocol.arch
     torch.manual_seed(job.seed)
-    model = create_model(arch, len(prep.scan.classes))
+    model, backbone = initial_model(arch, job.pretrained, len(prep.scan.classes), job.model_dir)
     x, y = load_split(prep.scan, "train", prep.image_size, progress=job.progress)
     if not len(y):
         raise DataError(f"no usable training images under {prep.source.root}/all/train")
@@ -185,7 +194,8 @@ def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, sett
     train(prepare_model(model, settings.precision, device, job.compile), base, x, y, settings, folder / "run", device,
           progress=job.progress)
     wall = time.perf_counter() - t0
-    record = {"arch": arch, "classes": prep.scan.classes, "image_size": prep.image_size, "defense": base_name,
+    record = {"arch": arch, "arch_id": arch_id(arch, job.pretrained), "backbone": backbone,
+              "classes": prep.scan.classes, "image_size": prep.image_size, "defense": base_name,
               "defense_config": base.config(), "train_settings": settings.to_dict(),
               "dataset": prep.source.name, "dataset_fingerprint": prep.scan.fingerprint,
               "advrp2k_version": _version.__version__}
@@ -251,6 +261,8 @@ def check_job(job: Job) -> None:
     check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
     if job.checkpoint is not None:
         read_checkpoint(job.checkpoint)  # an unreadable or unsafe checkpoint fails now too
+    else:
+        weights_identity(job.protocol.arch, job.pretrained, job.model_dir)  # so do missing or unsafe weights
 
 
 def run_eval(job: Job) -> dict:
@@ -304,7 +316,7 @@ def _identity(job: Job, record: dict):
     """(defense plugin info, defense, its training eps or None, model id) of this job's entry."""
     info, defense = _defense(job)
     eps = job.eps if getattr(info.obj, "needs_eps", True) else None
-    return info, defense, eps, model_id(defense.paper_id, record["arch"], eps)
+    return info, defense, eps, model_id(defense.paper_id, record.get("arch_id") or record["arch"].replace(":", "-"), eps)
 
 
 def _examples_path(job: Job, prep: Prepared, mid: str) -> Path:
@@ -372,7 +384,8 @@ def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResul
         "defense": job.defense, "defense_config": defense.config(),
         "train_eps": eps.value if eps else None, "train_eps_label": eps.label if eps else None,
         "plugins": {"defense": info.provenance(), "attacks": attack_plugins},
-        "arch": record["arch"], "clean_acc": result.clean_acc(), "top5_acc": result.top5_correct.float().mean().item(),
+        "arch": record["arch"], **({"backbone": record["backbone"]} if record.get("backbone") else {}),
+        "clean_acc": result.clean_acc(), "top5_acc": result.top5_correct.float().mean().item(),
         "robust_acc": result.robust_acc(), "eps": {k: _eps_of(result, k) for k in result.robust},
         "attacks": result.attacks, "n_examples": result.n_examples,
         "per_group": result.per_group(prep.scan.classes, prep.scan.attributes),

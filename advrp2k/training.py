@@ -24,6 +24,7 @@ from .data.rp2k import batch_images
 from .defense_base import TrainingDefense
 from .errors import Advrp2kError
 from . import distributed
+from .augment import augment_batch
 from .precision import autocast
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class TrainSettings:
     lr_decay_every: int = 4  # divide lr by 10 every this many epochs (paper: 50 of 150)
     seed: int = 0
     precision: str = "fp32"  # "bf16": autocast for forward passes and attack steps (advrp2k.precision)
+    augment: str = "none"  # "paper": the RP2K paper's augmentation (advrp2k.augment)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -82,7 +84,8 @@ def _save_state(run_dir: Path, model, opt, sched, epoch: int, batch: int, gens: 
     if distributed.is_main():
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "epoch": epoch, "batch": batch, "rng": {"shuffle": gens["shuffle"].get_state(),
-                                                         "defense": defense_states[0]},
+                                                         "defense": defense_states[0],
+                                                         "augment": gens["augment"].get_state()},
                  "rng_defense_ranks": defense_states}
         atomic_write(path, lambda f: torch.save(state, f))
         for old in sorted(run_dir.glob("state-*.pt"))[:-2]:  # keep the newest two
@@ -96,6 +99,8 @@ def _resume(state: dict, model, opt, sched, gens: dict) -> tuple[int, int]:
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     gens["shuffle"].set_state(state["rng"]["shuffle"])
+    if "augment" in state["rng"]:
+        gens["augment"].set_state(state["rng"]["augment"])
     ranks = state.get("rng_defense_ranks") or [state["rng"]["defense"]]
     if len(ranks) == distributed.world_size():
         gens["defense"].set_state(ranks[distributed.rank()])
@@ -158,7 +163,8 @@ def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.
     # The shuffle is the same in every process (each takes its share of every global batch);
     # attack randomness is each process's own.
     gens = {"shuffle": torch.Generator().manual_seed(settings.seed),
-            "defense": torch.Generator().manual_seed(settings.seed + 1 + 7919 * distributed.rank())}
+            "defense": torch.Generator().manual_seed(settings.seed + 1 + 7919 * distributed.rank()),
+            "augment": torch.Generator().manual_seed(settings.seed + 2 + 7919 * distributed.rank())}
     epoch, start_batch = 0, 0
     state = _load_latest_state(run_dir)
     if state is not None:
@@ -179,7 +185,7 @@ def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.
                 idx = batches[b][distributed.rank()::distributed.world_size()]  # this process's share
                 if len(batches[b]) < distributed.world_size():
                     continue  # a last batch too small to give every process an example is skipped by all
-                xb, yb = batch_images(x, idx, device), y[idx].to(device)
+                xb, yb = augment_batch(batch_images(x, idx, device), settings.augment, gens["augment"]), y[idx].to(device)
                 with autocast(settings.precision, device):
                     loss = defense.training_loss(net, xb, yb, gens["defense"])
                 opt.zero_grad(set_to_none=True)

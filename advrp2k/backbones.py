@@ -1,0 +1,144 @@
+"""Pretrained backbones: torchvision's ImageNet weights (``--pretrained imagenet``) and
+RobustBench's adversarially trained ImageNet models (``--arch rb:<Name>``, e.g.
+``rb:Salman2020Do_R18``), with the classifier head replaced for the dataset's SKUs.
+
+Weights are never downloaded at run time: they are read from a local folder (``--model-dir``,
+default ``$ADVRP2K_HOME/weights``; torch hub's checkpoint folder is also searched for
+torchvision files), with the same rules as ``--checkpoint``: ``torch.load(weights_only=True)``
+passed explicitly, so a pickle that would run code is refused without running it. The model's
+input normalisation stays inside the model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .checkpoints import read_weights
+from .errors import CheckpointError, UsageError
+from .models import Normalize
+
+RB_PREFIX = "rb:"
+TORCHVISION = {"resnet18": torchvision.models.ResNet18_Weights, "resnet34": torchvision.models.ResNet34_Weights,
+               "resnet50": torchvision.models.ResNet50_Weights}
+
+
+def default_model_dir() -> Path:
+    from .paths import cache_home
+
+    return cache_home() / "weights"
+
+
+#: Fine-tuning protocol for a pretrained backbone: the protocol's learning rate times this, for the
+#: protocol's epochs and schedule, every layer trained (Salman et al. 2020 fine-tune all layers).
+FINETUNE_LR_FACTOR = 0.1
+
+
+def initial_model(arch: str, pretrained: str | None, num_classes: int, model_dir) -> tuple[nn.Module, dict | None]:
+    """The model training starts from: a RobustBench backbone (``rb:<Name>``), torchvision's ImageNet
+    weights (``pretrained="imagenet"``), or a fresh initialisation (backbone record None)."""
+    from .models import create_model
+
+    if arch.startswith(RB_PREFIX):
+        return robustbench_pretrained(arch[len(RB_PREFIX):], num_classes, model_dir)
+    if pretrained == "imagenet":
+        return torchvision_imagenet(arch, num_classes, model_dir)
+    if pretrained not in (None, "none"):
+        raise UsageError(f"unknown --pretrained {pretrained!r}: use imagenet (or --arch rb:<RobustBench model>)")
+    return create_model(arch, num_classes), None
+
+
+def weights_identity(arch: str, pretrained: str | None, model_dir) -> dict | None:
+    """What identifies the starting weights (kind and file SHA-256), found before any work; None
+    from scratch. A missing or unsafe file fails here, with the message saying where to put it."""
+    if not arch.startswith(RB_PREFIX) and pretrained in (None, "none"):
+        return None
+    _, info = initial_model(arch, pretrained, 2, model_dir)
+    return {"name": info["name"], "source": info["source"], "sha256": info["sha256"]}
+
+
+def arch_id(arch: str, pretrained: str | None) -> str:
+    """The architecture as it appears in model ids: ``rb-Salman2020Do_R18``, ``resnet18-in1k``."""
+    if arch.startswith(RB_PREFIX):
+        return "rb-" + arch[len(RB_PREFIX):]
+    return f"{arch}-in1k" if pretrained == "imagenet" else arch
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Swap the last ``nn.Linear`` for a fresh one with ``num_classes`` outputs (in place)."""
+    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    old = parent.get_submodule(name.rpartition(".")[2])
+    setattr(parent, name.rpartition(".")[2], nn.Linear(old.in_features, num_classes))
+    return model
+
+
+def torchvision_imagenet(arch: str, num_classes: int, model_dir: Path | None) -> tuple[nn.Module, dict]:
+    """``arch`` (resnet18/34/50) with torchvision's ImageNet weights from a local file; head replaced."""
+    if arch not in TORCHVISION:
+        raise UsageError(f"--pretrained imagenet is available for {', '.join(TORCHVISION)} (not {arch!r})")
+    url = TORCHVISION[arch].IMAGENET1K_V1.url
+    fname = url.rsplit("/", 1)[1]
+    folders = [Path(model_dir or default_model_dir()), Path(torch.hub.get_dir()) / "checkpoints"]
+    path = next((f / fname for f in folders if (f / fname).is_file()), None)
+    if path is None:
+        raise CheckpointError(f"ImageNet weights for {arch} not found: put {fname} (from {url}) in "
+                              f"{folders[0]} or pass --model-dir DIR holding it; nothing is downloaded at run time")
+    state, sha = read_weights(path)
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=1000)
+    _load(net, state, path)
+    model = nn.Sequential(Normalize(), replace_head(net, num_classes))
+    return model, {"name": f"{arch} (ImageNet, torchvision IMAGENET1K_V1)", "source": "torchvision",
+                   "file": str(path), "sha256": sha}
+
+
+def robustbench_skeleton(name: str, num_classes: int) -> nn.Module:
+    """The architecture of RobustBench ImageNet l_inf model ``name`` (no weights), head replaced."""
+    return replace_head(_zoo_entry(name)["model"](), num_classes)
+
+
+def robustbench_pretrained(name: str, num_classes: int, model_dir: Path | None) -> tuple[nn.Module, dict]:
+    """RobustBench ImageNet l_inf model ``name`` loaded through ``robustbench.utils.load_model`` from
+    ``<model_dir>/imagenet/Linf/<name>.pt``; head replaced."""
+    from ._compat import import_robustbench
+
+    _zoo_entry(name)
+    folder = Path(model_dir or default_model_dir())
+    path = folder / "imagenet" / "Linf" / f"{name}.pt"
+    if not path.is_file():
+        raise CheckpointError(f"RobustBench weights for {name} not found: put {name}.pt (RobustBench's model zoo, "
+                              f"ImageNet, Linf) at {path}, or pass --model-dir DIR with DIR/imagenet/Linf/{name}.pt; "
+                              f"nothing is downloaded at run time")
+    _, sha = read_weights(path)  # refuses a code-running pickle before robustbench touches the file
+    import_robustbench()
+    from robustbench.utils import load_model
+
+    try:
+        model = load_model(name, model_dir=str(folder), dataset="imagenet", threat_model="Linf")
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"robustbench could not load {path} as {name}: {str(exc).splitlines()[0][:200]}")
+    return replace_head(model, num_classes), {"name": name, "source": "robustbench (ImageNet, Linf)",
+                                              "file": str(path), "sha256": sha}
+
+
+def _zoo_entry(name: str) -> dict:
+    from ._compat import import_robustbench
+
+    import_robustbench()
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    zoo = model_dicts[BenchmarkDataset.imagenet][ThreatModel.Linf]
+    if name not in zoo:
+        raise UsageError(f"--arch rb:{name}: not a RobustBench ImageNet Linf model; known include "
+                         f"{', '.join(sorted(zoo)[:8])}, ...")
+    return zoo[name]
+
+
+def _load(net: nn.Module, state: dict, path: Path) -> None:
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit this architecture ({str(exc).splitlines()[0][:200]})")
