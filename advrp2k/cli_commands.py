@@ -303,6 +303,29 @@ def table5_cmd(n_examples, leaderboard, **kw):
     click.echo(f"wrote {leaderboard / 'table5.json'} and {leaderboard / 'table5.md'}")
 
 
+@reproduce_group.command("table3")
+@_data_options
+@click.option("--robust-backbone", default="Salman2020Do_R18", show_default=True,
+              help="RobustBench ImageNet Linf model for the robust-pretraining rows (weights under --model-dir).")
+@click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
+@click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
+def table3_cmd(robust_backbone, n_examples, leaderboard, **kw):
+    """The paper's Table 3 (scratch / ImageNet-pretrained, without and with its augmentation), extended
+    with a robust backbone and with Madry training; rows whose weights are missing are reported, not run.
+
+    Writes LEADERBOARD/table3.json, LEADERBOARD/table3.md and one entry per row that ran.
+    """
+    from .table3 import reproduce
+
+    kw.pop("augment", None)
+    kw.pop("pretrained", None)
+    job = _make_job(**kw, n_examples=n_examples, leaderboard=leaderboard)
+    if not reproduce(job, robust_backbone, log=lambda m: click.echo(m, err=True)):
+        return
+    click.echo((leaderboard / "table3.md").read_text(encoding="utf-8"))
+    click.echo(f"wrote {leaderboard / 'table3.json'} and {leaderboard / 'table3.md'}")
+
+
 @cli.group("plugins", invoke_without_command=True)
 @click.pass_context
 def plugins_group(ctx):

@@ -194,7 +194,8 @@ def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, sett
     train(prepare_model(model, settings.precision, device, job.compile), base, x, y, settings, folder / "run", device,
           progress=job.progress)
     wall = time.perf_counter() - t0
-    record = {"arch": arch, "arch_id": arch_id(arch, job.pretrained), "backbone": backbone,
+    record = {"arch": arch, "arch_id": arch_id(arch, job.pretrained) + ("-augpaper" if job.augment == "paper" else ""),
+              "backbone": backbone,
               "classes": prep.scan.classes, "image_size": prep.image_size, "defense": base_name,
               "defense_config": base.config(), "train_settings": settings.to_dict(),
               "dataset": prep.source.name, "dataset_fingerprint": prep.scan.fingerprint,
