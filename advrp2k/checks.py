@@ -115,7 +115,7 @@ def convergence_flags(model, x, y, attacks, robust: dict, eps_list, device, batc
     of the sample fooled times the survivors' share of the test set, with a 95 % Wilson interval
     (the stated precision, reported in the flag's detail).
     """
-    from .data.rp2k import batch_images
+    from .data.batches import batch_images
     from .stats import wilson
 
     spec = next((s for s in attacks if s.name in CONVERGENCE_ATTACKS), None)

@@ -24,7 +24,7 @@ from .checks import (CONVERGENCE_ATTACKS, convergence_flags, fail_if, flag_check
 from . import distributed
 from .escalation import plan_remedies, protocol_for, randomized_suite
 from .precision import OVERTURN_FLAG, autocast
-from .data.rp2k import batch_images
+from .data.batches import batch_images
 from .eval_state import EvalState
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
-from .data.rp2k import batch_images
+from .data.loader import prefetched
 from .defense_base import TrainingDefense
 from .errors import Advrp2kError
 from . import distributed
@@ -177,15 +177,18 @@ def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.
             net.train()
             bar = progress(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{settings.epochs}",
                            leave=False) if progress else None
-            for b in range(start_batch, len(batches)):
+            # This process's share of every global batch; a last batch too small to give every
+            # process an example is skipped by all.
+            shares = [b[distributed.rank()::distributed.world_size()] if len(b) >= distributed.world_size()
+                      else b[:0] for b in batches]
+            for b, xb in prefetched(x, shares, device, start_batch):
                 if distributed.any_true(stop.is_set()):  # every process stops at the same batch
                     gens["shuffle"].set_state(epoch_gen_state)  # the permutation is redrawn on resume
                     _save_state(run_dir, model, opt, sched, epoch, b, gens)
                     raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, batch {b}; re-run to resume")
-                idx = batches[b][distributed.rank()::distributed.world_size()]  # this process's share
-                if len(batches[b]) < distributed.world_size():
-                    continue  # a last batch too small to give every process an example is skipped by all
-                xb, yb = augment_batch(batch_images(x, idx, device), settings.augment, gens["augment"]), y[idx].to(device)
+                if not len(shares[b]):
+                    continue
+                xb, yb = augment_batch(xb, settings.augment, gens["augment"]), y[shares[b]].to(device)
                 with autocast(settings.precision, device):
                     loss = defense.training_loss(net, xb, yb, gens["defense"])
                 opt.zero_grad(set_to_none=True)

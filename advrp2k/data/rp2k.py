@@ -57,7 +57,15 @@ class Rp2kScan:
             "renamed_folders": {k: v for k, v in self.folder_to_sku.items() if k != v},
             "problems": self.problems, "fingerprint": self.fingerprint,
             "attributes": sorted({k for row in self.attributes.values() for k in row}),
+            "images_per_sku": self._counts(),
         }
+
+    def _counts(self) -> dict:
+        """How images spread over SKUs (train and test together): RP2K's is very long-tailed."""
+        counts = Counter(label for split in self.samples.values() for _, label in split)
+        values = sorted(counts.values()) or [0]
+        return {"min": values[0], "median": values[len(values) // 2], "max": values[-1],
+                "skus_with_one_image": sum(v == 1 for v in values)}
 
     def _only_in(self, split: str) -> int:
         other = [s for s in SPLITS if s != split][0]
@@ -254,10 +262,16 @@ def load_split(scan: Rp2kScan, split: str, image_size: int, progress: Callable |
     """Decode a split into uint8 ``(N, 3, S, S)`` images and int64 labels, cached on disk.
 
     Eval transforms end at ToTensor(): resize only, no normalisation, no augmentation.
-    A split larger than ``max_bytes`` comes back as ``LazyImages``, decoded batch by batch.
+    A prepared cache of the same data and size (``advrp2k data prepare``) is used when present;
+    else a split larger than ``max_bytes`` comes back as ``LazyImages``, decoded batch by batch.
     """
+    from .prepared import open_prepared
+
     items = scan.samples.get(split, [])
     y = torch.tensor([label for _, label in items], dtype=torch.int64)
+    prepared = open_prepared(scan, split, image_size)  # 'advrp2k data prepare' made it: memory-mapped shards
+    if prepared is not None:
+        return prepared, y
     if len(items) * 3 * image_size * image_size > max_bytes:
         return LazyImages(scan, split, image_size), y
     cache_file = cache_dir("tensors") / f"{scan.fingerprint[:24]}_{split}_{image_size}.pt"
@@ -285,12 +299,6 @@ def _cached_split(cache_file: Path, scan: Rp2kScan, split: str, y, image_size: i
 def _resize_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
     img = img.resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
-def batch_images(x, idx: torch.Tensor, device) -> torch.Tensor:
-    """Rows ``idx`` of a split (uint8 tensor, LazyImages, or [0, 1] floats) as float [0, 1] on ``device``."""
-    xb = x[idx].to(device)
-    return xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
 
 
 class LazyImages:

@@ -33,7 +33,32 @@ class Rp2kDataset:
         from .rp2k import find_rp2k_root
 
         root = find_rp2k_root(data)
+        marker = synthetic_marker(root)
+        if marker is not None:  # a stand-in written by advrp2k: never labelled as RP2K
+            name = marker.get("dataset", "rp2k_synth")
+            desc = f"{marker.get('description', 'advrp2k stand-in')} (SYNTHETIC): not RP2K images"
+            return DataSource(name, root, True, desc, self.default_image_size)
         return DataSource("rp2k", root, False, "RP2K release (real data)", self.default_image_size)
+
+
+#: Written by advrp2k's generators beside all/: the data is synthetic, whatever the option used to load it.
+MARKER = "ADVRP2K_SYNTHETIC.json"
+
+
+def synthetic_marker(root: Path) -> dict | None:
+    import json
+
+    path = Path(root) / MARKER
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return {"description": "advrp2k stand-in (unreadable marker)"}
+
+
+def write_marker(root: Path, dataset: str, description: str, **config) -> None:
+    from .._io import write_json
+
+    write_json(Path(root) / MARKER, {"dataset": dataset, "description": description, **config})
 
 
 def prepare_data(dataset: str | None, data: str | Path | None, progress=None) -> DataSource:

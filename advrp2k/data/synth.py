@@ -24,7 +24,7 @@ from PIL import Image
 from .._locks import item_lock
 from .._registry import register_dataset
 from ..paths import cache_dir
-from .source import DataSource
+from .source import DataSource, write_marker
 
 GENERATOR_VERSION = 1
 PRODUCT_TYPES = ("dairies", "liquors", "beers", "cosmetics", "non-alcoholic drinks", "seasonings", "tobacco")
@@ -182,8 +182,9 @@ def _draw_detail(img, sku: Sku, line: _Line, cfg: SynthConfig, u, v, label) -> n
     return np.where((patch & bars)[..., None], np.clip(img + sign * c, 0, 1), img)
 
 
-def _shelf_photo(img: np.ndarray, rng) -> Image.Image:
-    """Lighting, colour cast, perspective, crop, border, noise and JPEG: one shelf crop."""
+def _shelf_photo(img: np.ndarray, rng, shape: tuple[int, int] | None = None) -> bytes:
+    """Lighting, colour cast, perspective, crop, border, noise and JPEG: one shelf crop
+    (``shape``: its (width, height) in pixels; the canvas size when None)."""
     img = img * rng.uniform(.8, 1.2) + rng.normal(0, .04, 3)
     img = np.clip(img + rng.normal(0, .02, img.shape), 0, 1)
     pil = Image.fromarray((img * 255).astype(np.uint8))
@@ -201,7 +202,10 @@ def _shelf_photo(img: np.ndarray, rng) -> Image.Image:
         rows = slice(0, band) if rng.random() < .5 else slice(s - band, s)
         arr[rows] = rng.integers(0, 256, 3)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=int(rng.integers(55, 96)))
+    photo = Image.fromarray(arr)
+    if shape is not None:
+        photo = photo.resize(shape, Image.BILINEAR)
+    photo.save(buf, format="JPEG", quality=int(rng.integers(55, 96)))
     return buf.getvalue()
 
 
@@ -219,6 +223,7 @@ def generate(out: Path, cfg: SynthConfig = SynthConfig(), progress=None) -> Path
         try:
             rows = _write_images(tmp, catalogue, cfg, progress)
             _write_tables(tmp, catalogue, rows)
+            write_marker(tmp, "rp2k_synth", f"rp2k_synth v{GENERATOR_VERSION}, seed {cfg.seed}", seed=cfg.seed)
             tmp.rename(out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,94 @@
+"""The full-size stand-in, the prepared cache, and scale: many classes, a long tail, resumable prepare."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from advrp2k.cli import cli
+from advrp2k.data import load_split, scan_rp2k
+from advrp2k.data.prepared import PreparedSplit, prepare, prepared_dir
+from advrp2k.data.rp2k import LazyImages
+from advrp2k.data.synth_scale import scaled_catalogue
+
+
+def test_scaled_catalogue_has_rp2ks_structure():
+    c = scaled_catalogue(2388, 384_311, seed=0)
+    n = np.array([s.n_train + s.n_test for s in c])
+    assert len(c) == 2388 and len({s.name for s in c}) == 2388
+    assert abs(n.sum() - 384_311) < 0.01 * 384_311
+    assert 35 <= np.median(n) <= 60 and (n == 1).any() and n.max() >= 8000  # long tail, singles, a catch-all
+    assert 60 <= sum(s.n_test == 0 for s in c) <= 110 and sum(s.n_train == 0 for s in c) == 8
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    out = tmp_path_factory.mktemp("standin") / "rp2k-small"
+    result = CliRunner().invoke(cli, ["data", "synth", str(out), "--skus", "120", "--images", "900", "--size", "40",
+                                      "--workers", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_synth_then_inspect_reports_every_sku_and_a_long_tail(stand_in):
+    result = CliRunner().invoke(cli, ["data", "inspect", str(stand_in), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    assert report["n_skus"] == 120 and report["problems"] == []
+    counts = report["images_per_sku"]
+    assert counts["min"] == 1 and counts["max"] > 5 * counts["median"]  # long-tailed
+    sides = {__import__("PIL.Image", fromlist=["Image"]).open(p).size for p in list(stand_in.rglob("*.jpg"))[:50]}
+    assert len(sides) > 5  # crops of varied size
+
+
+def test_prepared_cache_gives_bit_identical_tensors_and_is_used(stand_in, isolated_home):
+    scan = scan_rp2k(stand_in)
+    decoded, y = load_split(scan, "test", 24)
+    lazy = LazyImages(scan, "test", 24)
+    folder = prepare(scan, 24, workers=2)
+    prepared, y2 = load_split(scan, "test", 24)
+    assert isinstance(prepared, PreparedSplit) and torch.equal(y, y2)
+    idx = torch.tensor([0, 5, len(y) - 1, 3])
+    assert torch.equal(prepared[idx], decoded[idx]) and torch.equal(prepared[idx], lazy[idx])
+    assert torch.equal(prepared[:10][torch.arange(10)], decoded[:10])
+    assert (folder / "index.json").is_file()
+
+
+def test_prepare_resumes_after_an_interruption(stand_in, isolated_home, monkeypatch):
+    from advrp2k.data import prepared as prep
+
+    scan = scan_rp2k(stand_in)
+    monkeypatch.setattr(prep, "SHARD", 200)
+    calls = {"n": 0}
+    original = prep._write_shard
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(prep, "_write_shard", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(scan, 16, workers=1)
+    folder = prepared_dir(scan.fingerprint, 16)
+    assert not (folder / "index.json").exists() and len(list(folder.glob("*.npy"))) == 1
+    monkeypatch.setattr(prep, "_write_shard", original)
+    written = []
+    monkeypatch.setattr(prep, "_write_shard", lambda path, *a: (written.append(path.name), original(path, *a)))
+    prepare(scan, 16, workers=1)
+    assert "train-00000.npy" not in written  # the finished shard was kept
+    assert (folder / "index.json").is_file() and len(list(folder.glob("*.npy"))) >= 3
+
+
+def test_eval_with_many_classes_end_to_end(stand_in, tmp_path):
+    result = CliRunner().invoke(cli, ["eval", "--defense", "standard", "--data", str(stand_in), "--epochs", "1",
+                                      "--image-size", "16", "--attacks", "pgd,apgd_t", "--attack-arg", "apgd_t.steps=2",
+                                      "--n-examples", "40", "--leaderboard", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    entry = json.loads(next((tmp_path / "entries").rglob("*.json")).read_text())
+    assert entry["data"]["n_classes"] == 120 and entry["synthetic"] is True  # a stand-in is never labelled RP2K
+    assert entry["dataset"] == "rp2k_synth_120x900" and "SYNTHETIC" in entry["data"]["description"]
+    apgd_t = next(a for a in entry["attacks"] if a["name"] == "apgd_t")
+    assert apgd_t["n_target_classes"] == 9  # never all 119 others
