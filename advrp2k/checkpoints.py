@@ -96,16 +96,21 @@ def _load_safetensors(path: Path, data: bytes):
     return state, record
 
 
-def _load_torch_weights_only(path: Path, data: bytes):
+def _torch_load_safely(path: Path, data: bytes, what: str, advice: str = ""):
+    """``torch.load(weights_only=True)`` passed explicitly (an env var cannot switch it off); a
+    pickle that would run code is refused, naming what it would call, and nothing in it runs."""
     try:
-        # weights_only=True passed explicitly: an env var cannot switch it off.
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError):
         names = _pickle_globals(path)
         reason = (f"loading it would import and call {', '.join(names[:3])}" if names else
                   "it is not a readable torch weights file (corrupt, truncated, or another format)")
-        raise CheckpointError(f"refused checkpoint {path}: {reason}; nothing in it was run. Save the model's "
-                              f"state_dict with its class list, or use safetensors")
+        raise CheckpointError(f"refused {what} {path}: {reason}; nothing in it was run{advice}")
+
+
+def _load_torch_weights_only(path: Path, data: bytes):
+    obj = _torch_load_safely(path, data, "checkpoint",
+                             ". Save the model's state_dict with its class list, or use safetensors")
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint {path} holds no 'state_dict' dict: save "
                               f"{{'state_dict': model.state_dict(), 'classes': [...], 'arch': NAME}}")
@@ -122,13 +127,7 @@ def read_weights(path: str | Path) -> tuple[dict, str]:
     """
     path = Path(path)
     data = path.read_bytes()
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError):
-        names = _pickle_globals(path)
-        reason = (f"loading it would import and call {', '.join(names[:3])}" if names else
-                  "it is not a readable torch weights file (corrupt, truncated, or another format)")
-        raise CheckpointError(f"refused weights {path}: {reason}; nothing in it was run")
+    obj = _torch_load_safely(path, data, "weights")
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"weights file {path} holds no state dict of tensors")
