@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
