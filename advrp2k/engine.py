@@ -1,0 +1,168 @@
+"""The attack engine: runs each attack of a suite over the eps budgets, only on the examples
+still robust, with per-batch saves, refills, fp32 re-verification and (under torchrun) sharding.
+
+The evaluator (``advrp2k.evaluator``) decides what to run; this module runs it and keeps the
+per-example bookkeeping honest: every claim an attack makes is re-verified in a separate pass.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import distributed
+from ._eps import Eps
+from .attack_base import frozen_eval
+from .checks import CONVERGENCE_ATTACKS, fail_if
+from .data.batches import batch_images
+from .eval_state import EvalState
+from .precision import autocast
+
+
+def _batches(idx: torch.Tensor, size: int):
+    return idx.split(size) if idx.numel() else []
+
+
+REFILL_CHUNK = 8  # batches handed at once to an attack that refills; results are saved per chunk
+
+
+class Engine:
+    """Runs each attack over the eps budgets, only on examples still robust, with per-batch saves."""
+
+    def __init__(self, model, x, y, clean, device, batch_size, progress, state: EvalState, passes: int = 1,
+                 precision: str = "fp32"):
+        self.model, self.x, self.y, self.clean, self.passes = model, x, y, clean, passes
+        self.precision, self.overturned = precision, 0
+        self.mine = distributed.owned(len(y))  # under torchrun: this process's examples
+        self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
+        self.fooled_by: list = [None if c else "clean" for c in clean.tolist()]
+        self.configs: list[dict] = []
+        self.counts = state.counts  # saved with every batch, so a resumed run counts the whole evaluation
+        self.final_points: dict[int, torch.Tensor] = {}  # survivors' last points of the checked PGD, at the last eps
+
+    def run(self, attacks, eps_list, per_attack: bool, start: dict | None = None) -> dict[str, dict[str, torch.Tensor]]:
+        """Robust masks per attack and eps. ``start``: only these examples (per eps) are attacked."""
+        by_attack: dict[str, dict[str, torch.Tensor]] = {}
+        cascade = {e.label: (start[e.label] if start else self.clean).clone() for e in eps_list}
+        for spec in attacks:
+            still = self.clean.clone()
+            adv_points: dict[int, torch.Tensor] = {}
+            masks, previous = {}, None
+            for eps in eps_list:
+                candidates = still if per_attack else (still & cascade[eps.label])
+                if previous is not None:  # survivors' points from a run that was interrupted
+                    adv_points = {**self.state.load_points(previous), **adv_points}
+                previous = self._stage(spec, eps, candidates, still, adv_points)
+                masks[eps.label] = still.clone()
+                cascade[eps.label] &= still
+            if spec.name in CONVERGENCE_ATTACKS and not self.final_points:  # the convergence check reuses them
+                self.final_points = adv_points
+            by_attack[spec.name if spec.name not in by_attack else f"{spec.name}#{len(by_attack)}"] = masks
+        return self._merged(by_attack)
+
+    def _merged(self, by_attack: dict) -> dict:
+        """Under torchrun: every process's verdicts on its own examples, combined (an example not
+        owned keeps its clean verdict in the other processes' masks, so AND takes the owner's)."""
+        if not distributed.active():
+            return by_attack
+        parts = distributed.all_gather((by_attack, self.fooled_by))
+        merged = {name: {k: torch.stack([p[0][name][k] for p in parts]).all(0) for k in masks}
+                  for name, masks in by_attack.items()}
+        world = distributed.world_size()
+        self.fooled_by = [parts[i % world][1][i] for i in range(len(self.fooled_by))]
+        return merged
+
+    def _stage(self, spec, eps, candidates, still, adv_points) -> str:
+        attack = spec.build(eps)
+        self.configs.append(attack.config())
+        key = f"{len(self.configs) - 1}:{spec.name}@{eps.label}"
+        done, fooled_before = self.state.stage(key)
+        for i in fooled_before:
+            still[i] = False
+            self._fooled(i, spec.name, eps)
+        todo = torch.tensor([i for i in (candidates & self.mine).nonzero().squeeze(1).tolist() if i not in done],
+                            dtype=torch.long)
+        bar = self.progress(total=int(todo.numel()), desc=f"{spec.name} @ {eps.label}") if self.progress else None
+        chunk = self.batch_size
+        if getattr(attack, "refills", False):  # it keeps a batch in flight, refilling freed slots
+            attack.max_active, chunk = self.batch_size, REFILL_CHUNK * self.batch_size
+        for idx in _batches(todo, chunk):
+            xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
+            with autocast(self.precision, self.device):
+                res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx)
+            if self.precision != "fp32":  # fp32 decides: a bf16 claim the fp32 model does not confirm is overturned
+                claimed = res.fooled.clone()
+                preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes, strict=False)
+                self.overturned += int((claimed & ~res.fooled).sum())
+            else:
+                preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes)
+            preds = preds.cpu().tolist()
+            self.counts["attack_forwards"] += res.forwards
+            self.counts["attack_backwards"] += res.backwards
+            self.counts["attacked_examples"] += len(idx)
+            fooled_now, adv_class, kept = [], [], []
+            for i, f, xa, pred in zip(idx.tolist(), res.fooled.cpu().tolist(), res.x_adv.cpu(), preds):
+                if f:
+                    still[i] = False
+                    self._fooled(i, spec.name, eps)
+                    adv_points.pop(i, None)
+                    fooled_now.append(i)
+                    adv_class.append(pred)
+                else:
+                    adv_points[i] = xa
+                    kept.append(i)
+            if kept:
+                self.state.save_points(key, kept, torch.stack([adv_points[i] for i in kept]))
+            self.state.record(key, idx.tolist(), fooled_now, adv_class)
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        return key
+
+    def precision_record(self) -> dict:
+        return {"attacks": self.precision, "verdicts": "fp32", "overturned": self.overturned,
+                "attacked": self.counts.get("attacked_examples", 0)}
+
+    def _fooled(self, i: int, name: str, eps: Eps) -> None:
+        if self.fooled_by[i] is None:
+            self.fooled_by[i] = f"{name}@{eps.label}"
+
+
+def _stack_init(adv_points, idx, xb):
+    if not adv_points or not all(i in adv_points for i in idx.tolist()):
+        return None
+    return torch.stack([adv_points[i] for i in idx.tolist()]).to(xb.device)
+
+
+@torch.no_grad()
+def _reverify(model, res, y, name, eps, batch_size, passes: int = 1, strict: bool = True) -> torch.Tensor:
+    """Recompute predictions on the returned points: they must agree with the attack's claims.
+
+    With ``passes`` > 1 (a randomized model) the verdict is taken over that many passes and
+    replaces the attack's claim, which came from a single pass: like is compared with like, and
+    model randomness never fails the check.
+
+    With ``strict`` False (bf16 attack steps) the fp32 verdict replaces the claim instead of
+    failing the check: low-precision claims are expected to be overturned sometimes.
+
+    Returns:
+        the predicted class of each returned point (the adversarial class where fooled).
+    """
+    with frozen_eval(model):
+        preds = torch.cat([model(part).argmax(1) for part in res.x_adv.split(batch_size)])
+        if passes > 1:
+            for _ in range(passes - 1):  # the first misclassifying pass names the adversarial class
+                more = torch.cat([model(part).argmax(1) for part in res.x_adv.split(batch_size)])
+                preds = torch.where(preds != y, preds, more)
+            res.fooled = preds != y
+            return preds
+    wrong = preds != y
+    if not strict:
+        res.fooled = wrong
+        return preds
+    bad = res.fooled & ~wrong
+    fail_if(bool(bad.any()), "re-verification",
+            f"{name} at {eps.label} claims {int(bad.sum())} examples fooled whose returned points are classified "
+            f"correctly")
+    # An unclaimed fooling point is a bookkeeping slip, but a harmless one: count it as fooled.
+    res.fooled |= wrong
+    return preds
