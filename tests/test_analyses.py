@@ -114,7 +114,7 @@ def two_entries(tiny_synth, tmp_path_factory):
     common = ["--dataset", "rp2k_synth", "--data", str(tiny_synth), *FAST, "--leaderboard", str(lb)]
     for args in (["--defense", "standard", "--attacks", "pgd,autoattack"],
                  ["--defense", "madry", "--eps", "8/255", "--attacks", "pgd,autoattack"],
-                 ["--defense", "madry", "--eps", "4/255", "--curve"]):
+                 ["--defense", "madry", "--eps", "4/255", "--curve", "--no-escalate"]):
         result = CliRunner().invoke(cli, ["eval", *args, *common], catch_exceptions=False)
         assert result.exit_code == 0, result.output
     folder = lb / "entries" / "rp2k_synth" / "linf"
