@@ -95,7 +95,8 @@ def export_cmd(leaderboard, fmt, out):
         atomic_write(out, lambda f: f.write(table.to_json(orient="records", indent=2, force_ascii=False)), mode="w")
     else:
         atomic_write(out, lambda f: table.to_parquet(f, index=False))
-    click.echo(f"wrote {out} ({len(table)} ranked entries)")
+    ranked = int(table["rank"].notna().sum()) if len(table) else 0
+    click.echo(f"wrote {out} ({len(table)} entries, {ranked} ranked)")
 
 
 def _require_parquet_engine() -> None:
