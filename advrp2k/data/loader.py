@@ -15,8 +15,10 @@ import torch
 from .batches import to_device_float
 
 
-def prefetched(x, index_batches: list[torch.Tensor], device: torch.device, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(b, batch b of x on device as float [0, 1])`` for b from ``start``, one batch fetched ahead."""
+def prefetched(x, index_batches: list[torch.Tensor], device: torch.device, start: int = 0,
+               as_float: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(b, batch b of x on device as float [0, 1])`` for b from ``start``, one batch fetched ahead
+    (``as_float=False``: the uint8 rows on the device, as the loader benchmark compares them)."""
     pin = device.type == "cuda"
 
     def fetch(b: int):
@@ -31,4 +33,4 @@ def prefetched(x, index_batches: list[torch.Tensor], device: torch.device, start
             rows = pending.result()
             if b + 1 < len(index_batches):
                 pending = pool.submit(fetch, b + 1)
-            yield b, to_device_float(rows, device)
+            yield b, to_device_float(rows, device) if as_float else rows.to(device, non_blocking=pin)

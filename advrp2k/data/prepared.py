@@ -111,8 +111,10 @@ class PreparedSplit:
         out = np.empty((len(ids), *self._map(0).shape[1:]), dtype=np.uint8) if len(ids) else \
             np.zeros((0, 3, 1, 1), np.uint8)
         for k in np.unique(shard):
-            where = shard == k
-            out[where] = self._map(int(k))[ids[where] - self._offsets[k]]
+            where = np.flatnonzero(shard == k)
+            rows = ids[where] - self._offsets[k]
+            order = np.argsort(rows, kind="stable")  # ascending offsets read the mapped file forwards
+            out[where[order]] = self._map(int(k))[rows[order]]
         return torch.from_numpy(out)
 
 
