@@ -53,10 +53,19 @@ def initial_model(arch: str, pretrained: str | None, num_classes: int, model_dir
 def weights_identity(arch: str, pretrained: str | None, model_dir) -> dict | None:
     """What identifies the starting weights (kind and file SHA-256), found before any work; None
     from scratch. A missing or unsafe file fails here, with the message saying where to put it."""
-    if not arch.startswith(RB_PREFIX) and pretrained in (None, "none"):
+    if arch.startswith(RB_PREFIX):
+        name = arch[len(RB_PREFIX):]
+        _zoo_entry(name)
+        path, source = _robustbench_file(name, model_dir), "robustbench (ImageNet, Linf)"
+    elif pretrained == "imagenet":
+        path, source = _torchvision_file(arch, model_dir), "torchvision"
+        name = f"{arch} (ImageNet, torchvision IMAGENET1K_V1)"
+    elif pretrained in (None, "none"):
         return None
-    _, info = initial_model(arch, pretrained, 2, model_dir)
-    return {"name": info["name"], "source": info["source"], "sha256": info["sha256"]}
+    else:
+        raise UsageError(f"unknown --pretrained {pretrained!r}: use imagenet (or --arch rb:<RobustBench model>)")
+    _, sha = read_weights(path)  # the file is checked (no code runs) and hashed; no model is built
+    return {"name": name, "source": source, "sha256": sha}
 
 
 def arch_id(arch: str, pretrained: str | None) -> str:
@@ -77,6 +86,17 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
 
 def torchvision_imagenet(arch: str, num_classes: int, model_dir: Path | None) -> tuple[nn.Module, dict]:
     """``arch`` (resnet18/34/50) with torchvision's ImageNet weights from a local file; head replaced."""
+    path = _torchvision_file(arch, model_dir)
+    state, sha = read_weights(path)
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=1000)
+    _load(net, state, path)
+    model = nn.Sequential(Normalize(), replace_head(net, num_classes))
+    return model, {"name": f"{arch} (ImageNet, torchvision IMAGENET1K_V1)", "source": "torchvision",
+                   "file": str(path), "sha256": sha}
+
+
+def _torchvision_file(arch: str, model_dir) -> Path:
+    """torchvision's ImageNet weights file for ``arch`` in the model folder or torch hub's cache."""
     if arch not in TORCHVISION:
         raise UsageError(f"--pretrained imagenet is available for {', '.join(TORCHVISION)} (not {arch!r})")
     url = TORCHVISION[arch].IMAGENET1K_V1.url
@@ -86,12 +106,17 @@ def torchvision_imagenet(arch: str, num_classes: int, model_dir: Path | None) ->
     if path is None:
         raise CheckpointError(f"ImageNet weights for {arch} not found: put {fname} (from {url}) in "
                               f"{folders[0]} or pass --model-dir DIR holding it; nothing is downloaded at run time")
-    state, sha = read_weights(path)
-    net = getattr(torchvision.models, arch)(weights=None, num_classes=1000)
-    _load(net, state, path)
-    model = nn.Sequential(Normalize(), replace_head(net, num_classes))
-    return model, {"name": f"{arch} (ImageNet, torchvision IMAGENET1K_V1)", "source": "torchvision",
-                   "file": str(path), "sha256": sha}
+    return path
+
+
+def _robustbench_file(name: str, model_dir) -> Path:
+    """``<model_dir>/imagenet/Linf/<name>.pt``, RobustBench's own layout."""
+    path = Path(model_dir or default_model_dir()) / "imagenet" / "Linf" / f"{name}.pt"
+    if not path.is_file():
+        raise CheckpointError(f"RobustBench weights for {name} not found: put {name}.pt (RobustBench's model zoo, "
+                              f"ImageNet, Linf) at {path}, or pass --model-dir DIR with DIR/imagenet/Linf/{name}.pt; "
+                              f"nothing is downloaded at run time")
+    return path
 
 
 def robustbench_skeleton(name: str, num_classes: int) -> nn.Module:
@@ -105,12 +130,8 @@ def robustbench_pretrained(name: str, num_classes: int, model_dir: Path | None) 
     from ._compat import import_robustbench
 
     _zoo_entry(name)
-    folder = Path(model_dir or default_model_dir())
-    path = folder / "imagenet" / "Linf" / f"{name}.pt"
-    if not path.is_file():
-        raise CheckpointError(f"RobustBench weights for {name} not found: put {name}.pt (RobustBench's model zoo, "
-                              f"ImageNet, Linf) at {path}, or pass --model-dir DIR with DIR/imagenet/Linf/{name}.pt; "
-                              f"nothing is downloaded at run time")
+    path = _robustbench_file(name, model_dir)
+    folder = path.parents[2]
     _, sha = read_weights(path)  # refuses a code-running pickle before robustbench touches the file
     import_robustbench()
     from robustbench.utils import load_model

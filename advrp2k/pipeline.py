@@ -181,7 +181,7 @@ def _cached_model(path: Path, prep: Prepared):
 
 
 def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, settings: TrainSettings,
-                    folder: Path) -> float:
+                    folder: Path) -> None:
     """Train, then write the model (content only: identical trainings give identical files) and,
     beside it, what varies between identical trainings (wall time, device, date)."""
     arch = job.protocol.arch
@@ -205,7 +205,6 @@ def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, sett
         write_json(folder / "training.json", {"train_wall_s": wall, "device": str(device), "processes":
                                               distributed.world_size(),
                                               "date": datetime.datetime.now().isoformat(timespec="seconds")})
-    return wall
 
 
 def _read_side_record(folder: Path) -> dict:
