@@ -92,3 +92,49 @@ def test_eval_with_many_classes_end_to_end(stand_in, tmp_path):
     assert entry["dataset"] == "rp2k_synth_120x900" and "SYNTHETIC" in entry["data"]["description"]
     apgd_t = next(a for a in entry["attacks"] if a["name"] == "apgd_t")
     assert apgd_t["n_target_classes"] == 9  # never all 119 others
+
+
+def test_prefetched_batches_from_the_cache_are_the_rows_asked_for(stand_in, isolated_home):
+    from advrp2k.data.loader import RING, prefetched
+
+    scan = scan_rp2k(stand_in)
+    prepare(scan, 20, workers=2)
+    x, _ = load_split(scan, "train", 20)
+    assert isinstance(x, PreparedSplit)
+    plan = list(torch.randperm(len(x), generator=torch.Generator().manual_seed(1)).split(7))
+    for workers in (1, 3):
+        got = [(b, xb.clone()) for b, xb in prefetched(x, plan, torch.device("cpu"), start=2, as_float=False,
+                                                           workers=workers)]
+        assert [b for b, _ in got] == list(range(2, len(plan)))
+        assert all(torch.equal(xb, x[plan[b]]) for b, xb in got)  # the last batch is shorter: sliced buffer
+    floats = dict(prefetched(x, plan, torch.device("cpu")))
+    assert all(torch.equal(floats[b], x[plan[b]].float() / 255) for b in range(len(plan)))
+    # The uint8 batches are reused buffers: a batch stays intact while the next one is taken and used.
+    held = []
+    for b, xb in prefetched(x, plan, torch.device("cpu"), as_float=False):
+        held.append(xb)
+        if b >= 1:
+            assert torch.equal(held[b - 1], x[plan[b - 1]])
+    assert len({t.data_ptr() for t in held}) == RING
+
+
+def test_prepared_rows_read_the_same_without_preadv(stand_in, isolated_home, monkeypatch):
+    scan = scan_rp2k(stand_in)
+    prepare(scan, 20, workers=2)
+    with_preadv, _ = load_split(scan, "test", 20)
+    idx = torch.tensor([3, 0, len(with_preadv) - 1, 3])
+    expected, second = with_preadv[idx], with_preadv[torch.tensor([2])]
+    monkeypatch.delattr("os.preadv")  # platforms without it read a memory map instead
+    without, _ = load_split(scan, "test", 20)
+    assert torch.equal(without[idx], expected)
+    assert torch.equal(without[1:3][torch.tensor([1])], second)
+
+
+def test_a_truncated_shard_is_an_error_that_says_what_to_do(stand_in, isolated_home):
+    scan = scan_rp2k(stand_in)
+    folder = prepare(scan, 20, workers=2)
+    shard = folder / "test-00000.npy"
+    shard.write_bytes(shard.read_bytes()[: -3 * 20 * 20])  # the last image cut off
+    x, _ = load_split(scan, "test", 20)
+    with pytest.raises(OSError, match="data prepare"):
+        x[torch.tensor([len(x) - 1])]

@@ -1,4 +1,4 @@
-"""The prepared data cache: every usable image decoded once into memory-mappable uint8 shards.
+"""The prepared data cache: every usable image decoded once into uint8 shards read row by row.
 
 ``advrp2k data prepare PATH --image-size 224`` writes, under
 ``$ADVRP2K_HOME/prepared/<fingerprint>_<size>/``, one ``.npy`` file per shard of up to 4,096
@@ -6,7 +6,9 @@ images (``(n, 3, S, S)`` uint8: 150 kB per image at 224 px) and, last, ``index.j
 SKU names, source paths, the dataset fingerprint). Shards are written atomically and an
 interrupted run resumes at the first missing one. Training and evaluation use the cache by
 themselves when it matches the data (same fingerprint and size); its images are the very
-tensors the decoding path produces (the same decode and resize).
+tensors the decoding path produces (the same decode and resize). Rows are read with ``preadv``
+into the caller's buffer (see ``PreparedSplit.gather_into``), so nothing maps or holds a whole
+split in memory.
 """
 from __future__ import annotations
 
@@ -85,37 +87,85 @@ def _decode_chunk(job) -> np.ndarray:
     return np.stack([_resize_to_tensor(decode_image(Path(p))[0], size).numpy() for p in paths])
 
 
-class PreparedSplit:
-    """A prepared split, indexed like a uint8 ``(N, 3, S, S)`` tensor; shards are memory-mapped,
-    so nothing holds the whole split in RAM."""
+class _ShardFiles:
+    """Open shard files of one prepared split, shared by its sub-splits: for each shard a file
+    descriptor and the byte offset of its first image. Rows are read with ``os.preadv`` straight
+    into the caller's buffer: one copy from the page cache and no page faults on a mapping
+    (where ``preadv`` is missing, a memory map is read instead)."""
 
-    def __init__(self, folder: Path, shards: list[dict], rows: np.ndarray | None = None):
+    def __init__(self, folder: Path, shards: list[dict]):
         self.folder, self.shards = folder, shards
-        self._maps = [None] * len(shards)
+        self._open: list = [None] * len(shards)
+
+    def shard(self, k: int):
+        """``(fd, data offset, row shape)`` of shard k, or ``(None, memory map, row shape)``."""
+        if self._open[k] is None:
+            path = self.folder / self.shards[k]["file"]
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+                shape, fortran, dtype = read_header(f)
+                offset = f.tell()
+            if fortran or dtype != np.uint8 or shape[0] != self.shards[k]["n"]:
+                raise ValueError(f"{path} is not a C-ordered uint8 shard of {self.shards[k]['n']} images; "
+                                 "delete the prepared folder and run 'advrp2k data prepare' again")
+            self._open[k] = (_open_for_rows(path), offset, tuple(shape[1:])) if hasattr(os, "preadv") \
+                else (None, np.load(path, mmap_mode="r"), tuple(shape[1:]))
+        return self._open[k]
+
+    def __del__(self):
+        for opened in self._open:
+            if opened is not None and opened[0] is not None:
+                os.close(opened[0])
+
+
+def _open_for_rows(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    if hasattr(os, "posix_fadvise"):  # reads are whole rows in shuffled order: read-ahead would be wasted
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+    return fd
+
+
+class PreparedSplit:
+    """A prepared split, indexed like a uint8 ``(N, 3, S, S)`` tensor; rows are read from the
+    shard files on demand, so nothing holds the whole split in RAM."""
+
+    def __init__(self, folder: Path, shards: list[dict], rows: np.ndarray | None = None, files=None):
+        self.files = files or _ShardFiles(folder, shards)
         self._offsets = np.cumsum([0] + [s["n"] for s in shards])
         self.rows = np.arange(self._offsets[-1]) if rows is None else rows
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _map(self, k: int):
-        if self._maps[k] is None:
-            self._maps[k] = np.load(self.folder / self.shards[k]["file"], mmap_mode="r")
-        return self._maps[k]
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return self.files.shard(0)[2]
 
     def __getitem__(self, idx):
-        if isinstance(idx, slice):  # a sub-split, still memory-mapped
-            return PreparedSplit(self.folder, self.shards, self.rows[idx])
-        ids = self.rows[np.asarray(idx.tolist() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)]
+        if isinstance(idx, slice):  # a sub-split, still read on demand
+            return PreparedSplit(self.files.folder, self.files.shards, self.rows[idx], self.files)
+        idx = np.asarray(idx.tolist() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
+        out = torch.empty((len(idx), *self.row_shape), dtype=torch.uint8) if len(idx) else \
+            torch.zeros((0, 3, 1, 1), dtype=torch.uint8)
+        self.gather_into(idx, out)
+        return out
+
+    def gather_into(self, idx, out: torch.Tensor) -> None:
+        """Write rows ``idx`` (positions in this split) into ``out[:len(idx)]``, a contiguous uint8
+        CPU tensor of row shape; safe to call from several threads on disjoint parts of ``out``."""
+        ids = self.rows[np.asarray(idx, dtype=np.int64)]
         shard = np.searchsorted(self._offsets, ids, side="right") - 1
-        out = np.empty((len(ids), *self._map(0).shape[1:]), dtype=np.uint8) if len(ids) else \
-            np.zeros((0, 3, 1, 1), np.uint8)
-        for k in np.unique(shard):
-            where = np.flatnonzero(shard == k)
-            rows = ids[where] - self._offsets[k]
-            order = np.argsort(rows, kind="stable")  # ascending offsets read the mapped file forwards
-            out[where[order]] = self._map(int(k))[rows[order]]
-        return torch.from_numpy(out)
+        dest = out.numpy()
+        size = int(np.prod(self.row_shape))
+        flat = memoryview(dest.reshape(-1))  # out is contiguous: row i is bytes [i * size, (i + 1) * size)
+        opened = {k: self.files.shard(k) for k in set(shard.tolist())}
+        for i, (row, k) in enumerate(zip((ids - self._offsets[shard]).tolist(), shard.tolist())):
+            fd, where, _ = opened[k]
+            if fd is None:
+                dest[i] = where[row]
+            elif os.preadv(fd, [flat[i * size:(i + 1) * size]], where + row * size) != size:
+                raise OSError(f"{self.files.folder} is truncated; run 'advrp2k data prepare' again")
 
 
 def open_prepared(scan, split: str, size: int) -> PreparedSplit | None:
