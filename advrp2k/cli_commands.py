@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -55,7 +56,8 @@ def _data_options(f):
 def _job_options(f):
     """Options of train and eval: the data options plus the defense."""
     return _apply(_data_options(f), [
-        click.option("--defense", required=True, help="Defense plugin name (advrp2k list defenses)."),
+        click.option("--defense", default="standard", show_default=True,
+                     help="Defense plugin name (advrp2k list defenses); standard is plain training."),
         click.option("--eps", type=EpsType(), help="The defense's training budget: k/255 or a float in (0, 1]."),
         click.option("--defense-arg", "defense_args", multiple=True, metavar="KEY=VALUE",
                      help="Option passed to the defense plugin (repeatable), e.g. steps=10."),
@@ -280,14 +282,14 @@ def synth_cmd(out, skus, images, size, seed, workers):
 @click.option("--image-size", type=click.IntRange(min=8, max=1024), default=224, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding processes (default: the CPU count, at most 8).")
 def prepare_cmd(path, image_size, workers):
-    """Decode every usable image under PATH once into memory-mapped uint8 shards (resumable).
+    """Decode every usable image under PATH once into uint8 shards (resumable).
 
     Training and evaluation at this image size then read the shards instead of decoding JPEGs.
-    Disk: 3 x SIZE x SIZE bytes per image (150 kB at 224 px, 27 kB at 96 px).
+    Disk: 3 x SIZE x SIZE bytes per image (150 kB at 224 px, 27 kB at 96 px); checked first.
     """
     from ._io import check_output_dir
     from .data import scan_rp2k
-    from .data.prepared import bytes_per_image, prepare
+    from .data.prepared import bytes_per_image, check_space, is_prepared, prepare, prepared_dir
     from .paths import cache_home
 
     if not path.exists():
@@ -297,9 +299,17 @@ def prepare_cmd(path, image_size, workers):
     n = sum(len(v) for v in scan.samples.values())
     if not n:
         raise UsageError(f"{path} has no usable image: run 'advrp2k data inspect {path}'")
+    if is_prepared(scan, image_size):
+        click.echo(f"already prepared: {prepared_dir(scan.fingerprint, image_size)}")
+        return
+    check_space(scan, image_size)
     click.echo(f"preparing {n} images at {image_size} px (about {n * bytes_per_image(image_size) / 2**30:.2f} GiB)",
                err=True)
-    folder = prepare(scan, image_size, workers, _progress())
+    try:
+        folder = prepare(scan, image_size, workers, _progress())
+    except KeyboardInterrupt:
+        click.echo("Interrupted: the shards written so far are kept; run the same command again to resume.", err=True)
+        sys.exit(130)
     click.echo(f"prepared {folder}")
 
 
@@ -463,6 +473,8 @@ def submit_cmd(name, authors, link, venue, leaderboard, **kw):
     from .pipeline import run_eval
     from .ranking import ranking_suite
 
+    if click.get_current_context().get_parameter_source("defense") is click.core.ParameterSource.DEFAULT:
+        raise UsageError("submit needs --defense NAME: the defense plugin being submitted (see 'advrp2k list defenses')")
     fields = {"name": name, "authors": authors, "link": link, **({"venue": venue} if venue else {})}
     try:
         validate_hand_fields(fields)  # before any work: nothing is evaluated or written on refusal

@@ -228,3 +228,14 @@ def test_submit_refuses_bad_fields_before_any_work_and_leaves_nothing(isolated_h
     assert "too long (10000 characters; at most 200)" in result.output and "https://" in result.output
     assert len(result.output) < 1000
     assert not (tmp_path / "lb").exists() and not (isolated_home / "datasets").exists()
+
+
+def test_eval_defaults_to_the_standard_defense_but_submit_needs_one_named(isolated_home, tmp_path):
+    from advrp2k.cli_commands import _job_options
+
+    defense = next(p for p in _job_options(lambda **k: None).__click_params__ if p.name == "defense")
+    assert defense.default == "standard"
+    result = run("submit", "--name", "Mine", "--authors", "A. Person", "--link", "https://example.org",
+                 "--leaderboard", str(tmp_path / "lb"))
+    assert result.exit_code == 2 and "submit needs --defense NAME" in result.output
+    assert not (tmp_path / "lb").exists() and not (isolated_home / "datasets").exists()

@@ -130,11 +130,50 @@ def test_prepared_rows_read_the_same_without_preadv(stand_in, isolated_home, mon
     assert torch.equal(without[1:3][torch.tensor([1])], second)
 
 
-def test_a_truncated_shard_is_an_error_that_says_what_to_do(stand_in, isolated_home):
+def test_a_damaged_cache_is_not_used_and_prepare_repairs_it(stand_in, isolated_home, caplog):
+    from advrp2k.errors import DataError
+
     scan = scan_rp2k(stand_in)
     folder = prepare(scan, 20, workers=2)
+    intact, _ = load_split(scan, "test", 20)
+    last = torch.tensor([len(intact) - 1])
+    expected = intact[last]
     shard = folder / "test-00000.npy"
     shard.write_bytes(shard.read_bytes()[: -3 * 20 * 20])  # the last image cut off
-    x, _ = load_split(scan, "test", 20)
-    with pytest.raises(OSError, match="data prepare"):
-        x[torch.tensor([len(x) - 1])]
+    with pytest.raises(DataError, match="data prepare"):  # cut short under a split already in use
+        intact[last]
+    fallback, _ = load_split(scan, "test", 20)
+    assert not isinstance(fallback, PreparedSplit) and "repairs it" in caplog.text
+    assert torch.equal(fallback[last], expected)  # the decoding path, same tensors
+    prepare(scan, 20, workers=2)
+    repaired, _ = load_split(scan, "test", 20)
+    assert isinstance(repaired, PreparedSplit) and torch.equal(repaired[last], expected)
+
+
+def test_data_prepare_command_resumes_refuses_a_full_disk_and_knows_when_it_is_done(stand_in, isolated_home,
+                                                                                      monkeypatch):
+    from advrp2k.data import prepared as prep
+
+    monkeypatch.setattr(prep, "SHARD", 150)
+    original = prep._write_shard
+    calls = {"n": 0}
+
+    def interrupted_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    run = lambda: CliRunner().invoke(cli, ["data", "prepare", str(stand_in), "--image-size", "12", "--workers", "1"])
+    monkeypatch.setattr(prep, "_write_shard", interrupted_second)
+    result = run()
+    assert result.exit_code == 130 and "run the same command again to resume" in result.output
+    monkeypatch.setattr(prep, "_write_shard", original)
+    real_usage = prep.shutil.disk_usage
+    monkeypatch.setattr(prep.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    result = run()
+    assert result.exit_code == 74 and "GiB are free there" in result.output and "ADVRP2K_HOME" in result.output
+    monkeypatch.setattr(prep.shutil, "disk_usage", real_usage)
+    assert run().exit_code == 0 and str(isolated_home) in run().output
+    result = run()
+    assert result.exit_code == 0 and "already prepared" in result.output

@@ -13,7 +13,9 @@ split in memory.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -22,7 +24,10 @@ import torch
 
 from .._io import atomic_write, write_json
 from .._locks import item_lock
+from ..errors import DataError, OutputError
 from ..paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 SHARD = 4096
 INDEX = "index.json"
@@ -36,11 +41,30 @@ def bytes_per_image(size: int) -> int:
     return 3 * size * size
 
 
+def is_prepared(scan, size: int) -> bool:
+    folder = prepared_dir(scan.fingerprint, size)
+    return (folder / INDEX).is_file() and _damaged(folder) is None
+
+
+def check_space(scan, size: int) -> None:
+    """Raise ``OutputError`` before any work when the cache's disk cannot hold the shards still
+    to be written (those of an interrupted run count as written)."""
+    folder = prepared_dir(scan.fingerprint, size)
+    need = sum(len(v) for v in scan.samples.values()) * bytes_per_image(size)
+    need -= sum(f.stat().st_size for f in folder.glob("*.npy")) if folder.is_dir() else 0
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise OutputError(f"the prepared cache needs about {need / 2**30:.1f} GiB more under {folder.parent} and "
+                          f"{free / 2**30:.1f} GiB are free there: free some space, or set ADVRP2K_HOME to a "
+                          "folder on a larger disk")
+
+
 def prepare(scan, size: int, workers: int | None = None, progress=None) -> Path:
     """Decode every usable image of ``scan`` at ``size`` into shards; resumable, locked while written."""
     folder = prepared_dir(scan.fingerprint, size)
     with item_lock(folder, f"the prepared cache {folder}"):
-        if (folder / INDEX).is_file():
+        if (folder / INDEX).is_file() and _damaged(folder) is None:
             return folder
         total = sum(len(v) for v in scan.samples.values())
         bar = progress(total=total, desc=f"preparing {size} px") if progress else None
@@ -66,10 +90,25 @@ def prepare(scan, size: int, workers: int | None = None, progress=None) -> Path:
 
 
 def _complete(path: Path, n: int, size: int) -> bool:
+    """Whether the shard file holds n images of ``size`` px in full (a short file fails to map)."""
     try:
         return np.load(path, mmap_mode="r").shape == (n, 3, size, size)
     except (OSError, ValueError):
         return False
+
+
+def _damaged(folder: Path) -> str | None:
+    """What is wrong with a prepared folder whose index exists (None: nothing)."""
+    try:
+        index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+        size = index["image_size"]
+        for split in index["splits"].values():
+            for shard in split["shards"]:
+                if not _complete(folder / shard["file"], shard["n"], size):
+                    return f"{shard['file']} is missing or shorter than its {shard['n']} images"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its index is unreadable ({exc})"
+    return None
 
 
 def _write_shard(path: Path, root: str, items, size: int, pool, workers: int) -> None:
@@ -107,8 +146,8 @@ class _ShardFiles:
                 shape, fortran, dtype = read_header(f)
                 offset = f.tell()
             if fortran or dtype != np.uint8 or shape[0] != self.shards[k]["n"]:
-                raise ValueError(f"{path} is not a C-ordered uint8 shard of {self.shards[k]['n']} images; "
-                                 "delete the prepared folder and run 'advrp2k data prepare' again")
+                raise DataError(f"{path} is not a C-ordered uint8 shard of {self.shards[k]['n']} images; "
+                                "run 'advrp2k data prepare' again to repair the cache")
             self._open[k] = (_open_for_rows(path), offset, tuple(shape[1:])) if hasattr(os, "preadv") \
                 else (None, np.load(path, mmap_mode="r"), tuple(shape[1:]))
         return self._open[k]
@@ -165,7 +204,8 @@ class PreparedSplit:
             if fd is None:
                 dest[i] = where[row]
             elif os.preadv(fd, [flat[i * size:(i + 1) * size]], where + row * size) != size:
-                raise OSError(f"{self.files.folder} is truncated; run 'advrp2k data prepare' again")
+                raise DataError(f"a shard in {self.files.folder} was cut short while in use; "
+                                "run 'advrp2k data prepare' again to repair the cache")
 
 
 def open_prepared(scan, split: str, size: int) -> PreparedSplit | None:
@@ -179,5 +219,10 @@ def open_prepared(scan, split: str, size: int) -> PreparedSplit | None:
         return None
     entry = index["splits"][split]
     if entry["labels"] != [lab for _, lab in scan.samples.get(split, [])]:
+        return None
+    problem = _damaged(folder)
+    if problem is not None:
+        log.warning("not using the prepared cache %s: %s; 'advrp2k data prepare %s --image-size %d' repairs it",
+                    folder, problem, scan.root, size)
         return None
     return PreparedSplit(folder, entry["shards"])
