@@ -56,7 +56,9 @@ def train_ips(defense_name, device, precision, compile_model, batch, size, class
     return batch * steps / (time.perf_counter() - t0)
 
 
-def loader_ips(root: Path, size: int, batch: int, batches: int) -> float:
+def loader_ips(root: Path, size: int, batch: int, batches: int) -> tuple[float, bool]:
+    """Images/s of the training loader (to the device, as float) and whether the batches it
+    delivered (copied on a side stream on CUDA) equal the rows read directly, checked on 5."""
     from advrp2k.data import load_split, scan_rp2k
     from advrp2k.data.loader import prefetched
     from advrp2k.data.prepared import prepare
@@ -64,14 +66,16 @@ def loader_ips(root: Path, size: int, batch: int, batches: int) -> float:
     scan = scan_rp2k(root)
     prepare(scan, size)
     x, _ = load_split(scan, "train", size)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).split(batch)[:batches]
+    order = list(torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).split(batch)[:batches])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
-    n = 0
-    for _, xb in prefetched(x, list(order), device):
+    n, same = 0, True
+    for b, xb in prefetched(x, order, device):
         n += len(xb)
+        if b % max(1, len(order) // 5) == 0:
+            same &= torch.equal(xb, x[order[b]].to(device).float() / 255)
     sync(device)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), same
 
 
 def eval_numbers(root: Path, size: int, device, n_pgd: int, n_aa: int, classes: int) -> dict:
@@ -128,9 +132,10 @@ def main():
     for key, hours in table5.items():
         print(f"Table 5 training ({key}): about {hours:.1f} GPU hours")
     consumption = max(ips for key, label, ips, _ in rows if label == "standard")
-    loader = loader_ips(args.root, size, batch, 20 if args.smoke else 200)
+    loader, same = loader_ips(args.root, size, batch, 20 if args.smoke else 200)
     print(f"loader (prepared cache, {os.cpu_count()} CPUs): {loader:.0f} images/s; fastest training consumption "
-          f"{consumption:.0f} images/s; loader / consumption: {loader / consumption:.1f}x")
+          f"{consumption:.0f} images/s; loader / consumption: {loader / consumption:.1f}x; "
+          f"sampled batches identical to the cache's rows: {'yes' if same else 'NO'}")
     ev = eval_numbers(args.root, size, device, 64 if args.smoke else 4096, 16 if args.smoke else 500, 2388)
     print(f"PGD-20 @ 8/255 (every example attacked): {ev['pgd_ips']:.0f} images/s on {ev['pgd_n']} test images -> "
           f"a 39k-image test split in about {TEST_IMAGES / ev['pgd_ips']:.0f} s (extrapolated)")
