@@ -136,6 +136,9 @@ class LoadedModel:
     sha256: str  # of the very bytes the weights were read from
     train_wall: float | None  # seconds this model took to train (None: unknown, e.g. --checkpoint)
     reused: bool  # True: loaded, not trained by this run
+    # CPU threads per process in its training: on a CPU, float sums (hence the trained weights) are
+    # reproducible bit for bit only at the same count.
+    train_threads: int | None = None
 
 
 def get_model(job: Job, prep: Prepared, device: torch.device) -> LoadedModel:
@@ -164,8 +167,9 @@ def get_model(job: Job, prep: Prepared, device: torch.device) -> LoadedModel:
         distributed.barrier()
         cached = _cached_model(path, prep)
     ckpt, model = cached
-    return LoadedModel(_maybe_wrap(defense, model), path, ckpt.record, ckpt.sha256,
-                       _read_side_record(folder).get("train_wall_s"), reused=not trained)
+    side = _read_side_record(folder)
+    return LoadedModel(_maybe_wrap(defense, model), path, ckpt.record, ckpt.sha256, side.get("train_wall_s"),
+                       reused=not trained, train_threads=side.get("threads"))
 
 
 def _cached_model(path: Path, prep: Prepared):
@@ -203,7 +207,7 @@ def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, sett
     if distributed.is_main():
         save_model(folder / "model.safetensors", model, record)
         write_json(folder / "training.json", {"train_wall_s": wall, "device": str(device), "processes":
-                                              distributed.world_size(),
+                                              distributed.world_size(), "threads": torch.get_num_threads(),
                                               "date": datetime.datetime.now().isoformat(timespec="seconds")})
 
 
@@ -414,6 +418,7 @@ def _repro(job, loaded: LoadedModel, result, device) -> dict:
                          "torchvision": torchvision.__version__, "python": platform.python_version()},
             "device": str(device), "dataset_fingerprint": record.get("dataset_fingerprint"),
             "checkpoint_sha256": loaded.sha256, "processes": distributed.world_size(),
+            "train_threads": loaded.train_threads,
             "random_streams": "per example: (attack seed, example index, restart)",
             "wall_s": {"train": loaded.train_wall, "train_reused_from_cache": loaded.reused, "eval": result.wall_s},
             "counts": result.counts}

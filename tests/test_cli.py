@@ -33,6 +33,7 @@ def test_eval_writes_entry_and_reuses_cached_model(tiny_synth, tmp_path):
     repro = entry["reproducibility"]
     assert len(repro["checkpoint_sha256"]) == 64 and repro["dataset_fingerprint"] == entry["data"]["fingerprint"]
     assert {"torch", "torchvision", "advrp2k"} <= set(repro["versions"]) and repro["seed"] == 0
+    assert repro["train_threads"] == __import__("torch").get_num_threads()  # CPU weights depend on it
     assert entry["per_group"]["product_type"] and entry["plugins"]["defense"]["package"] == "advrp2k"
     entry["name"] = "hand-written name"
     path.write_text(json.dumps(entry))
@@ -40,6 +41,7 @@ def test_eval_writes_entry_and_reuses_cached_model(tiny_synth, tmp_path):
     assert second.exit_code == 0
     again = json.loads(path.read_text())
     assert again["reproducibility"]["wall_s"]["train_reused_from_cache"] is True
+    assert again["reproducibility"]["train_threads"] == repro["train_threads"]  # the training's, not this run's
     assert again["name"] == "hand-written name"  # hand-written fields survive a rewrite
     assert again["clean_acc"] == entry["clean_acc"]
 
