@@ -125,7 +125,7 @@ def cli(plugin_modules, verbose):
         click.echo(f"Warning: {msg}", err=True)
 
 
-from . import cli_analysis, cli_commands  # noqa: E402,F401  (register the subcommands)
+from . import cli_analysis, cli_commands, cli_data  # noqa: E402,F401  (register the subcommands)
 
 
 def main():

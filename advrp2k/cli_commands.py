@@ -1,8 +1,6 @@
 """The subcommands of ``advrp2k``."""
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import click
@@ -10,6 +8,7 @@ import click
 from . import _registry
 from ._eps import parse_eps_list
 from .cli import EpsListType, EpsType, _progress, cli, parse_key_values
+from .entry_text import format_entry
 from .errors import UsageError
 from .evaluator import AttackSpec
 from .protocols import PROTOCOLS, get_protocol
@@ -126,10 +125,6 @@ def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval,
     click.echo(f"\nwrote {out['path']}")
 
 
-def _ci_text(interval) -> str:
-    return f"  [{interval[0]:6.2%}, {interval[1]:6.2%}]" if interval else ""
-
-
 def apply_attack_args(specs: list[AttackSpec], pairs) -> list[AttackSpec]:
     """``NAME.KEY=VALUE`` options onto the suite's attacks (values parsed as literals, never evaluated).
 
@@ -150,67 +145,6 @@ def apply_attack_args(specs: list[AttackSpec], pairs) -> list[AttackSpec]:
     return specs
 
 
-def format_entry(entry: dict) -> str:
-    """The table printed after an evaluation (with 95 % Wilson intervals when the entry has them)."""
-    w = 34
-    ci = entry.get("ci95", {})
-    lines = [f"{entry['model_id']}  ({entry['data']['description']})",
-             f"  defense {entry['defense']}" + (f" at eps {entry['train_eps_label']}" if entry.get('train_eps_label') else "")
-             + f", arch {entry['arch']}, {entry['n_examples']} test images",
-             "", f"  {'metric':<{w}}{'accuracy':>10}" + ("  95 % interval" if ci else ""), f"  {'-' * (w + 34)}",
-             f"  {'clean top-1':<{w}}{entry['clean_acc']:>9.2%}{_ci_text(ci.get('clean_acc'))}",
-             f"  {'clean top-5':<{w}}{entry['top5_acc']:>9.2%}{_ci_text(ci.get('top5_acc'))}"]
-    names = sorted({a['name'] for a in entry['attacks']})
-    for label, acc in sorted(entry["robust_acc"].items(), key=lambda kv: entry.get("eps", {}).get(kv[0], 0)):
-        for name, per in entry.get("per_attack", {}).items() if len(names) > 1 else ():
-            lines.append(f"  {'  ' + name + ' alone @ ' + label:<{w}}{per[label]:>9.2%}"
-                         f"{_ci_text(ci.get('per_attack', {}).get(name, {}).get(label))}")
-        what = f"robust {names[0]}" if len(names) == 1 else "robust, worst case"
-        lines.append(f"  {what + ' @ ' + label:<{w}}{acc:>9.2%}{_ci_text(ci.get('robust_acc', {}).get(label))}")
-    lines += _format_analyses(entry)
-    for flag in entry.get("flags", []):
-        lines.append(f"  FLAG evaluation potentially unreliable: {flag['check']}: {flag['detail']}")
-    proto = entry.get("evaluation_protocol") or {}
-    if proto.get("randomized"):
-        lines.append(f"  randomized protocol: {proto['reason']}; verdicts over {proto['verdict_passes']} passes, "
-                     f"attacks with expectation over transformation")
-    esc = entry.get("escalation")
-    if esc:
-        ran = ", ".join(dict.fromkeys(a["name"] for a in esc["ran"]))
-        change = "; ".join(f"{k} {esc['robust_acc_before'][k]:.2%} -> {v:.2%}" for k, v in esc["robust_acc_after"].items())
-        lines.append(f"  ESCALATED because of {', '.join(esc['why'])}: ran {ran} on the survivors; robust {change}")
-    if entry.get("synthetic"):
-        lines.append("  (synthetic data: these numbers are not RP2K results)")
-    return "\n".join(lines)
-
-
-def _format_analyses(entry: dict) -> list[str]:
-    """Curve summary, long tail and mistake severity, a few lines each."""
-    lines = []
-    c = entry.get("curve")
-    if c and len(c["eps"]) > 3:
-        half = f"{c['half_clean_eps'] * 255:.2f}/255" if c["half_clean_eps"] is not None else "not reached"
-        lines += ["", f"  curve: half of clean accuracy at eps {half}; normalised AUC {c['auc']:.3f} "
-                      f"(0 to {c['labels'][-1]})"]
-    a = entry.get("analysis")
-    if not a:
-        return lines
-    lt, sev = a["long_tail"], a["severity"]
-    bins = "; ".join(f"{b['bin'].split(' ')[0]} {b['robust_acc']:.2%} ({b['n_skus']} SKUs)"
-                     for b in lt["bins"] if b["robust_acc"] is not None)
-    lines += ["", f"  long tail @ {a['eps']}: {bins}",
-              f"    class-balanced robust {lt['balanced_robust_acc']:.2%}; worst SKU {lt['worst_sku']['sku']} "
-              f"{lt['worst_sku']['robust_acc']:.2%}; bottom-10 % mean {lt['bottom10_mean']:.2%}"]
-    if "histogram" in sev:
-        hist = ", ".join(f"{lv} {n}" for lv, n in zip(sev["levels"], sev["histogram"]))
-        lines.append(f"  mistake severity @ {a['eps']} ({sev['n_fooled']} fooled): {hist}")
-    if sev["attractors"]:
-        top = sev["attractors"][0]
-        lines.append(f"    top attractor {top['sku']} ({top['share']:.0%} of fooled examples)")
-    lines += [f"    skipped: {s}" for s in sev["skipped"]]
-    return lines
-
-
 @cli.command("train")
 @_job_options
 def train_cmd(**kw):
@@ -218,10 +152,11 @@ def train_cmd(**kw):
     from ._io import check_output_dir
     from .models import resolve_device
     from .paths import cache_home
-    from .pipeline import _defense, get_model, prepare
+    from .model_store import defense_for, get_model
+    from .pipeline import prepare
 
     job = _make_job(**kw)
-    _defense(job)
+    defense_for(job)
     check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
     prep = prepare(job)
     from . import distributed
@@ -240,114 +175,6 @@ def list_cmd(kind):
         if kind in (None, name):
             shown = [n + (f" ({lib})" if (lib := getattr(reg.get(n), "library", "")) else "") for n in reg.names()]
             click.echo(f"{name}: {', '.join(shown)}")
-
-
-@cli.group("data")
-def data_group():
-    """Inspect datasets."""
-
-
-@data_group.command("synth")
-@click.argument("out", type=click.Path(path_type=Path))
-@click.option("--skus", type=click.IntRange(min=2, max=100_000), default=2388, show_default=True, help="SKUs (RP2K: 2,388).")
-@click.option("--images", type=click.IntRange(min=2), default=384_311, show_default=True,
-              help="Total images, long-tailed over the SKUs (RP2K: 384,311).")
-@click.option("--size", type=click.IntRange(min=16, max=1024), default=224, show_default=True,
-              help="Typical crop side in pixels; crops vary from 0.36x to 1.8x of it (RP2K: 80 to 400 px around 224).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), help="Processes (default: the CPU count, at most 8).")
-def synth_cmd(out, skus, images, size, seed, workers):
-    """Write the embedded generator's dataset at any scale up to RP2K's, in the release layout.
-
-    The stand-in carries RP2K's structure (product lines with look-alike siblings, a long tail
-    with single-image SKUs and one catch-all class, train-only and test-only SKUs, varied crop
-    sizes); everything evaluated on it is labelled synthetic.
-    """
-    from ._io import check_output_dir
-    from .data.synth_scale import estimate_bytes, generate_scaled
-
-    if (out / "all").is_dir():
-        raise UsageError(f"{out} already holds a dataset: choose another folder or delete it")
-    if skus > images:
-        raise UsageError(f"--images {images} is fewer than --skus {skus}: every SKU needs at least one image")
-    check_output_dir(out.parent, "OUT's folder")
-    click.echo(f"writing {skus} SKUs, about {images} images (about {estimate_bytes(images, size) / 2**30:.1f} GiB) "
-               f"to {out}", err=True)
-    generate_scaled(out, skus, images, size, seed, workers, _progress())
-    click.echo(f"wrote {out}: check it with 'advrp2k data inspect {out}'")
-
-
-@data_group.command("prepare")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--image-size", type=click.IntRange(min=8, max=1024), default=224, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), help="Decoding processes (default: the CPU count, at most 8).")
-def prepare_cmd(path, image_size, workers):
-    """Decode every usable image under PATH once into uint8 shards (resumable).
-
-    Training and evaluation at this image size then read the shards instead of decoding JPEGs.
-    Disk: 3 x SIZE x SIZE bytes per image (150 kB at 224 px, 27 kB at 96 px); checked first.
-    """
-    from ._io import check_output_dir
-    from .data import scan_rp2k
-    from .data.prepared import bytes_per_image, check_space, is_prepared, prepare, prepared_dir
-    from .paths import cache_home
-
-    if not path.exists():
-        raise UsageError(f"{path} does not exist: pass the folder you unzipped RP2K into")
-    check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
-    scan = scan_rp2k(path, progress=_progress())
-    n = sum(len(v) for v in scan.samples.values())
-    if not n:
-        raise UsageError(f"{path} has no usable image: run 'advrp2k data inspect {path}'")
-    if is_prepared(scan, image_size):
-        click.echo(f"already prepared: {prepared_dir(scan.fingerprint, image_size)}")
-        return
-    check_space(scan, image_size)
-    click.echo(f"preparing {n} images at {image_size} px (about {n * bytes_per_image(image_size) / 2**30:.2f} GiB)",
-               err=True)
-    try:
-        folder = prepare(scan, image_size, workers, _progress())
-    except KeyboardInterrupt:
-        click.echo("Interrupted: the shards written so far are kept; run the same command again to resume.", err=True)
-        sys.exit(130)
-    click.echo(f"prepared {folder}")
-
-
-@data_group.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a summary.")
-@click.option("--no-cache", is_flag=True, help="Decode everything again even if a scan is cached.")
-def inspect_cmd(path, as_json, no_cache):
-    """Decode every image under PATH and report what the loader will use."""
-    from .data import scan_rp2k
-
-    if not path.exists():
-        raise UsageError(f"{path} does not exist: pass the folder you unzipped RP2K into")
-    scan = scan_rp2k(path, progress=_progress(), use_cache=not no_cache)
-    s = scan.summary()
-    if as_json:
-        click.echo(json.dumps(s, ensure_ascii=False, indent=2))
-        return
-    click.echo(f"root: {s['root']}\nmeta.csv: {s['meta_csv'] or '(none: SKU names from folder names)'}")
-    click.echo(f"SKUs: {s['n_skus']}; usable images: train {s['n_images']['train']}, test {s['n_images']['test']}")
-    click.echo(f"SKUs only in train: {s['skus_only_in']['train']}, only in test: {s['skus_only_in']['test']}")
-    c = s["images_per_sku"]
-    click.echo(f"images per SKU: median {c['median']}, min {c['min']}, max {c['max']}; "
-               f"{c['skus_with_one_image']} SKUs with a single image")
-    for folder, sku in s["renamed_folders"].items():
-        click.echo(f"folder {folder!r} -> SKU {sku!r}")
-    click.echo(f"refused files: {len(s['problems'])}")
-    for p in s["problems"][:50]:
-        click.echo(f"  {p['path']}: {p['reason']}")
-    if len(s["problems"]) > 50:
-        click.echo(f"  ... {len(s['problems']) - 50} more (use --json for all)")
-    click.echo(f"fingerprint: {s['fingerprint']}")
-    usable = s["n_images"]["train"] + s["n_images"]["test"]
-    if usable == 0 or s["n_skus"] < 2:
-        what = "no usable image" if usable == 0 else f"{s['n_skus']} SKU (a classifier needs at least two)"
-        click.echo(f"Error: {path} has {what}: advrp2k cannot train or evaluate on it; see the refused files above",
-                   err=True)
-        raise SystemExit(1)
 
 
 @cli.group("reproduce")

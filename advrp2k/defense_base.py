@@ -28,6 +28,12 @@ class Defense:
     def config(self) -> dict:
         return {"eps": self.eps.value if self.eps else None, "eps_label": self.eps.label if self.eps else None}
 
+    @classmethod
+    def protocol_options(cls, protocol) -> dict:
+        """Options this defense takes from the training protocol (``advrp2k.protocols``); values
+        given with ``--defense-arg`` override them. None by default."""
+        return {}
+
 
 class TrainingDefense(Defense):
     """Trains a model: implement ``training_loss``."""

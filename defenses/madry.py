@@ -21,6 +21,10 @@ class MadryAT(AdversarialTraining):
     options = {"steps": Option(int, 7, min=1, max=1_000, help="PGD steps per training batch"),
                "step_size": Option(float, None, min=0, max=1, help="2.5 * eps / steps when unset")}
 
+    @classmethod
+    def protocol_options(cls, protocol) -> dict:
+        return {"steps": protocol.madry_steps}  # the protocol's PGD steps per batch (quick 3, paper 7)
+
     def __init__(self, eps=None, steps: int = 7, step_size: float | None = None):
         super().__init__(eps)
         if eps is None:

@@ -1,0 +1,68 @@
+"""The text ``advrp2k eval`` and ``submit`` print for an entry: accuracies with 95 % intervals,
+then the long-tail and mistake-severity analyses."""
+from __future__ import annotations
+
+
+def _ci_text(interval) -> str:
+    return f"  [{interval[0]:6.2%}, {interval[1]:6.2%}]" if interval else ""
+
+
+def format_entry(entry: dict) -> str:
+    """The table printed after an evaluation (with 95 % Wilson intervals when the entry has them)."""
+    w = 34
+    ci = entry.get("ci95", {})
+    lines = [f"{entry['model_id']}  ({entry['data']['description']})",
+             f"  defense {entry['defense']}" + (f" at eps {entry['train_eps_label']}" if entry.get('train_eps_label') else "")
+             + f", arch {entry['arch']}, {entry['n_examples']} test images",
+             "", f"  {'metric':<{w}}{'accuracy':>10}" + ("  95 % interval" if ci else ""), f"  {'-' * (w + 34)}",
+             f"  {'clean top-1':<{w}}{entry['clean_acc']:>9.2%}{_ci_text(ci.get('clean_acc'))}",
+             f"  {'clean top-5':<{w}}{entry['top5_acc']:>9.2%}{_ci_text(ci.get('top5_acc'))}"]
+    names = sorted({a['name'] for a in entry['attacks']})
+    for label, acc in sorted(entry["robust_acc"].items(), key=lambda kv: entry.get("eps", {}).get(kv[0], 0)):
+        for name, per in entry.get("per_attack", {}).items() if len(names) > 1 else ():
+            lines.append(f"  {'  ' + name + ' alone @ ' + label:<{w}}{per[label]:>9.2%}"
+                         f"{_ci_text(ci.get('per_attack', {}).get(name, {}).get(label))}")
+        what = f"robust {names[0]}" if len(names) == 1 else "robust, worst case"
+        lines.append(f"  {what + ' @ ' + label:<{w}}{acc:>9.2%}{_ci_text(ci.get('robust_acc', {}).get(label))}")
+    lines += _format_analyses(entry)
+    for flag in entry.get("flags", []):
+        lines.append(f"  FLAG evaluation potentially unreliable: {flag['check']}: {flag['detail']}")
+    proto = entry.get("evaluation_protocol") or {}
+    if proto.get("randomized"):
+        lines.append(f"  randomized protocol: {proto['reason']}; verdicts over {proto['verdict_passes']} passes, "
+                     f"attacks with expectation over transformation")
+    esc = entry.get("escalation")
+    if esc:
+        ran = ", ".join(dict.fromkeys(a["name"] for a in esc["ran"]))
+        change = "; ".join(f"{k} {esc['robust_acc_before'][k]:.2%} -> {v:.2%}" for k, v in esc["robust_acc_after"].items())
+        lines.append(f"  ESCALATED because of {', '.join(esc['why'])}: ran {ran} on the survivors; robust {change}")
+    if entry.get("synthetic"):
+        lines.append("  (synthetic data: these numbers are not RP2K results)")
+    return "\n".join(lines)
+
+
+def _format_analyses(entry: dict) -> list[str]:
+    """Curve summary, long tail and mistake severity, a few lines each."""
+    lines = []
+    c = entry.get("curve")
+    if c and len(c["eps"]) > 3:
+        half = f"{c['half_clean_eps'] * 255:.2f}/255" if c["half_clean_eps"] is not None else "not reached"
+        lines += ["", f"  curve: half of clean accuracy at eps {half}; normalised AUC {c['auc']:.3f} "
+                      f"(0 to {c['labels'][-1]})"]
+    a = entry.get("analysis")
+    if not a:
+        return lines
+    lt, sev = a["long_tail"], a["severity"]
+    bins = "; ".join(f"{b['bin'].split(' ')[0]} {b['robust_acc']:.2%} ({b['n_skus']} SKUs)"
+                     for b in lt["bins"] if b["robust_acc"] is not None)
+    lines += ["", f"  long tail @ {a['eps']}: {bins}",
+              f"    class-balanced robust {lt['balanced_robust_acc']:.2%}; worst SKU {lt['worst_sku']['sku']} "
+              f"{lt['worst_sku']['robust_acc']:.2%}; bottom-10 % mean {lt['bottom10_mean']:.2%}"]
+    if "histogram" in sev:
+        hist = ", ".join(f"{lv} {n}" for lv, n in zip(sev["levels"], sev["histogram"]))
+        lines.append(f"  mistake severity @ {a['eps']} ({sev['n_fooled']} fooled): {hist}")
+    if sev["attractors"]:
+        top = sev["attractors"][0]
+        lines.append(f"    top attractor {top['sku']} ({top['share']:.0%} of fooled examples)")
+    lines += [f"    skipped: {s}" for s in sev["skipped"]]
+    return lines
