@@ -120,3 +120,19 @@ def test_contract_catches_a_nondeterministic_test_time_defense(plugin_dir):
         assert cli_result.exit_code == 1 and "FAIL  deterministic forward" in cli_result.output
     finally:
         _registry.DEFENSES.unregister("noisy")
+
+
+def test_a_defense_takes_protocol_settings_through_its_hook_and_defense_arg_overrides():
+    from advrp2k.job import Job
+    from advrp2k.model_store import defense_for
+    from advrp2k.protocols import get_protocol
+    from advrp2k._eps import parse_eps
+
+    eps = parse_eps("8/255")
+    for protocol, steps in (("quick", 3), ("paper", 7)):
+        _, madry = defense_for(Job("madry", get_protocol(protocol), eps=eps))
+        assert madry.config()["attack"]["steps"] == steps
+    _, madry = defense_for(Job("madry", get_protocol("paper"), eps=eps, defense_args={"steps": 2}))
+    assert madry.config()["attack"]["steps"] == 2
+    _, standard = defense_for(Job("standard", get_protocol("paper")))  # no hook: no options
+    assert "attack" not in standard.config()
