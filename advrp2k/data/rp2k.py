@@ -269,7 +269,7 @@ def load_split(scan: Rp2kScan, split: str, image_size: int, progress: Callable |
 
     items = scan.samples.get(split, [])
     y = torch.tensor([label for _, label in items], dtype=torch.int64)
-    prepared = open_prepared(scan, split, image_size)  # 'advrp2k data prepare' made it: memory-mapped shards
+    prepared = open_prepared(scan, split, image_size)  # 'advrp2k data prepare' made it: rows read on demand
     if prepared is not None:
         log.info("reading the %s split from the prepared cache %s", split, prepared.files.folder)
         return prepared, y
