@@ -96,3 +96,17 @@ def test_large_split_streams_with_identical_pixels(tiny_synth):
     assert isinstance(lazy, LazyImages) and torch.equal(y, y2) and len(lazy) == len(x)
     idx = torch.tensor([3, 0, 5])
     assert torch.equal(lazy[idx], x[idx]) and torch.equal(lazy[:4][torch.tensor([1])], x[1:2])
+
+
+def test_prepared_cache_of_the_release_matches_decoding(fake_release, isolated_home):
+    """Mojibake folders, grayscale and CMYK JPEGs, a truncated file: the prepared cache holds
+    exactly the images the decoding path gives, with the same labels, for every split."""
+    from advrp2k.data.prepared import PreparedSplit, prepare
+
+    scan = scan_rp2k(fake_release)
+    decoded = {split: load_split(scan, split, 20) for split in ("train", "test")}
+    prepare(scan, 20, workers=1)
+    for split, (x, y) in decoded.items():
+        px, py = load_split(scan, split, 20)
+        assert isinstance(px, PreparedSplit) and torch.equal(py, y)
+        assert torch.equal(px[torch.arange(len(y))], x)
