@@ -42,8 +42,10 @@ def bytes_per_image(size: int) -> int:
 
 
 def is_prepared(scan, size: int) -> bool:
+    """Whether a complete, undamaged cache of ``scan`` at ``size`` exists."""
     folder = prepared_dir(scan.fingerprint, size)
-    return (folder / INDEX).is_file() and _damaged(folder) is None
+    index = _read_index(folder)
+    return index is not None and _damaged(folder, index) is None
 
 
 def check_space(scan, size: int) -> None:
@@ -64,7 +66,7 @@ def prepare(scan, size: int, workers: int | None = None, progress=None) -> Path:
     """Decode every usable image of ``scan`` at ``size`` into shards; resumable, locked while written."""
     folder = prepared_dir(scan.fingerprint, size)
     with item_lock(folder, f"the prepared cache {folder}"):
-        if (folder / INDEX).is_file() and _damaged(folder) is None:
+        if is_prepared(scan, size):
             return folder
         total = sum(len(v) for v in scan.samples.values())
         bar = progress(total=total, desc=f"preparing {size} px") if progress else None
@@ -89,25 +91,43 @@ def prepare(scan, size: int, workers: int | None = None, progress=None) -> Path:
     return folder
 
 
+def _read_header(path: Path) -> tuple[tuple, bool, np.dtype, int]:
+    """``(shape, Fortran order, dtype, byte offset of the data)`` of a ``.npy`` file."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = getattr(np.lib.format, f"read_array_header_{version[0]}_0")(f)
+        return shape, fortran, dtype, f.tell()
+
+
 def _complete(path: Path, n: int, size: int) -> bool:
-    """Whether the shard file holds n images of ``size`` px in full (a short file fails to map)."""
+    """Whether the shard file holds n C-ordered uint8 images of ``size`` px in full."""
     try:
-        return np.load(path, mmap_mode="r").shape == (n, 3, size, size)
+        shape, fortran, dtype, offset = _read_header(path)
     except (OSError, ValueError):
         return False
+    return shape == (n, 3, size, size) and not fortran and dtype == np.uint8 and \
+        path.stat().st_size >= offset + n * bytes_per_image(size)
 
 
-def _damaged(folder: Path) -> str | None:
-    """What is wrong with a prepared folder whose index exists (None: nothing)."""
+def _read_index(folder: Path) -> dict | None:
+    """The folder's index (written last, so present only once every shard was), or None."""
     try:
         index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) else None
+
+
+def _damaged(folder: Path, index: dict) -> str | None:
+    """What is wrong with the shards ``index`` lists (None: nothing)."""
+    try:
         size = index["image_size"]
         for split in index["splits"].values():
             for shard in split["shards"]:
                 if not _complete(folder / shard["file"], shard["n"], size):
                     return f"{shard['file']} is missing or shorter than its {shard['n']} images"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return f"its index is unreadable ({exc})"
+    except (KeyError, TypeError, AttributeError) as exc:
+        return f"its index is malformed ({exc})"
     return None
 
 
@@ -134,17 +154,14 @@ class _ShardFiles:
 
     def __init__(self, folder: Path, shards: list[dict]):
         self.folder, self.shards = folder, shards
+        self.offsets = np.cumsum([0] + [s["n"] for s in shards])  # first row of each shard
         self._open: list = [None] * len(shards)
 
     def shard(self, k: int):
         """``(fd, data offset, row shape)`` of shard k, or ``(None, memory map, row shape)``."""
         if self._open[k] is None:
             path = self.folder / self.shards[k]["file"]
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
-                shape, fortran, dtype = read_header(f)
-                offset = f.tell()
+            shape, fortran, dtype, offset = _read_header(path)
             if fortran or dtype != np.uint8 or shape[0] != self.shards[k]["n"]:
                 raise DataError(f"{path} is not a C-ordered uint8 shard of {self.shards[k]['n']} images; "
                                 "run 'advrp2k data prepare' again to repair the cache")
@@ -169,10 +186,9 @@ class PreparedSplit:
     """A prepared split, indexed like a uint8 ``(N, 3, S, S)`` tensor; rows are read from the
     shard files on demand, so nothing holds the whole split in RAM."""
 
-    def __init__(self, folder: Path, shards: list[dict], rows: np.ndarray | None = None, files=None):
-        self.files = files or _ShardFiles(folder, shards)
-        self._offsets = np.cumsum([0] + [s["n"] for s in shards])
-        self.rows = np.arange(self._offsets[-1]) if rows is None else rows
+    def __init__(self, files: _ShardFiles, rows: np.ndarray | None = None):
+        self.files = files
+        self.rows = np.arange(files.offsets[-1]) if rows is None else rows
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -183,7 +199,7 @@ class PreparedSplit:
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):  # a sub-split, still read on demand
-            return PreparedSplit(self.files.folder, self.files.shards, self.rows[idx], self.files)
+            return PreparedSplit(self.files, self.rows[idx])
         idx = np.asarray(idx.tolist() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
         out = torch.empty((len(idx), *self.row_shape), dtype=torch.uint8) if len(idx) else \
             torch.zeros((0, 3, 1, 1), dtype=torch.uint8)
@@ -194,12 +210,13 @@ class PreparedSplit:
         """Write rows ``idx`` (positions in this split) into ``out[:len(idx)]``, a contiguous uint8
         CPU tensor of row shape; safe to call from several threads on disjoint parts of ``out``."""
         ids = self.rows[np.asarray(idx, dtype=np.int64)]
-        shard = np.searchsorted(self._offsets, ids, side="right") - 1
+        offsets = self.files.offsets
+        shard = np.searchsorted(offsets, ids, side="right") - 1
         dest = out.numpy()
         size = int(np.prod(self.row_shape))
         flat = memoryview(dest.reshape(-1))  # out is contiguous: row i is bytes [i * size, (i + 1) * size)
         opened = {k: self.files.shard(k) for k in set(shard.tolist())}
-        for i, (row, k) in enumerate(zip((ids - self._offsets[shard]).tolist(), shard.tolist())):
+        for i, (row, k) in enumerate(zip((ids - offsets[shard]).tolist(), shard.tolist())):
             fd, where, _ = opened[k]
             if fd is None:
                 dest[i] = where[row]
@@ -211,18 +228,17 @@ class PreparedSplit:
 def open_prepared(scan, split: str, size: int) -> PreparedSplit | None:
     """The prepared split when a complete cache matches the scan's fingerprint and ``size``."""
     folder = prepared_dir(scan.fingerprint, size)
-    try:
-        index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    index = _read_index(folder)
+    if index is None:
         return None
     if index.get("fingerprint") != scan.fingerprint or index.get("image_size") != size or split not in index["splits"]:
         return None
     entry = index["splits"][split]
     if entry["labels"] != [lab for _, lab in scan.samples.get(split, [])]:
         return None
-    problem = _damaged(folder)
+    problem = _damaged(folder, index)
     if problem is not None:
         log.warning("not using the prepared cache %s: %s; 'advrp2k data prepare %s --image-size %d' repairs it",
                     folder, problem, scan.root, size)
         return None
-    return PreparedSplit(folder, entry["shards"])
+    return PreparedSplit(_ShardFiles(folder, entry["shards"]))

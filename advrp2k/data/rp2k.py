@@ -273,10 +273,11 @@ def load_split(scan: Rp2kScan, split: str, image_size: int, progress: Callable |
     if prepared is not None:
         log.info("reading the %s split from the prepared cache %s", split, prepared.files.folder)
         return prepared, y
-    if len(items) * 3 * image_size * image_size > max_bytes:
+    nbytes = len(items) * 3 * image_size * image_size
+    if nbytes > max_bytes:
         log.warning("the %s split (%.1f GiB at %d px) will be decoded batch by batch; 'advrp2k data prepare %s "
-                    "--image-size %d' decodes it once for every later run", split,
-                    len(items) * 3 * image_size * image_size / 2**30, image_size, scan.root, image_size)
+                    "--image-size %d' decodes it once for every later run", split, nbytes / 2**30, image_size,
+                    scan.root, image_size)
         return LazyImages(scan, split, image_size), y
     cache_file = cache_dir("tensors") / f"{scan.fingerprint[:24]}_{split}_{image_size}.pt"
     with item_lock(cache_file, f"the decoded {split} split"):
