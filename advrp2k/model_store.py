@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import _version, distributed
-from ._io import write_json
+from ._io import read_json, write_json
 from ._locks import item_lock
 from ._registry import DEFENSES
 from .backbones import FINETUNE_LR_FACTOR, arch_id, initial_model, weights_identity
@@ -30,6 +30,7 @@ from .training import TrainSettings, train
 
 log = logging.getLogger(__name__)
 TRAINER_VERSION = 1  # bump when training code changes results, so cached models are not reused
+MODEL_FILE = "model.safetensors"
 
 
 def defense_for(job: Job):
@@ -96,15 +97,15 @@ def get_model(job: Job, prep: Prepared, device: torch.device) -> LoadedModel:
     settings = _settings(job, device)
     key = _train_key(prep, job.protocol.arch, base_name, base.config(), settings)
     folder = cache_dir("models", key)
-    path = folder / "model.safetensors"
+    path = folder / MODEL_FILE
     # Under torchrun the main process holds the lock and decides; every process trains together.
     with item_lock(folder, f"the model {base_name} (cache {folder})") if distributed.is_main() else nullcontext():
-        trained = distributed.broadcast(_cached_model(path, prep) is None if distributed.is_main() else None)
+        found = _cached_model(path, prep) if distributed.is_main() else None
+        trained = distributed.broadcast(found is None if distributed.is_main() else None)
         if trained:
             _train_and_save(job, prep, device, base_name, base, settings, folder)
         distributed.barrier()
-        cached = _cached_model(path, prep)
-    ckpt, model = cached
+        ckpt, model = found if found is not None else _cached_model(path, prep)
     side = _read_side_record(folder)
     return LoadedModel(_maybe_wrap(defense, model), path, ckpt.record, ckpt.sha256, side.get("train_wall_s"),
                        reused=not trained, train_threads=side.get("threads"))
@@ -143,15 +144,13 @@ def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, sett
               "dataset": prep.source.name, "dataset_fingerprint": prep.scan.fingerprint,
               "advrp2k_version": _version.__version__}
     if distributed.is_main():
-        save_model(folder / "model.safetensors", model, record)
+        save_model(folder / MODEL_FILE, model, record)
         write_json(folder / "training.json", {"train_wall_s": wall, "device": str(device), "processes":
                                               distributed.world_size(), "threads": torch.get_num_threads(),
                                               "date": datetime.datetime.now().isoformat(timespec="seconds")})
 
 
 def _read_side_record(folder: Path) -> dict:
-    from ._io import read_json
-
     try:
         side = read_json(folder / "training.json")
         return side if isinstance(side, dict) else {}
