@@ -60,7 +60,7 @@ class EvalState:
             self._load(self.path, strict=True)
         elif self.published and self.published.is_file():
             self._load(self.published, strict=False)
-        for part in self._rank_files():
+        for part in _rank_files(self.path):
             saved = EvalState(None, self.header)
             saved._load(part, strict=True)
             self.merge(saved.as_dict())
@@ -101,11 +101,6 @@ class EvalState:
         st["adv_class"] += adv_class if adv_class is not None else [-1] * len(fooled)
         self.save()
 
-    def _rank_files(self) -> list[Path]:
-        if not self.path or not self.path.parent.is_dir():
-            return []
-        return sorted(self.path.parent.glob(f"{self.path.stem}.rank*-of-*.json"))
-
     def merge(self, other: dict) -> None:
         """Union in another process's saved progress (disjoint examples; counts add up)."""
         if self.clean_correct is None:
@@ -130,24 +125,19 @@ class EvalState:
         if self.rank == 0:
             self.own_path = self.path
             self.save(complete=True)
-            for f in self._rank_files():
+            for f in _rank_files(self.path):
                 f.unlink(missing_ok=True)
-            for d in self._all_points_dirs():
+            for d in _points_dirs(self.path):
                 shutil.rmtree(d, ignore_errors=True)
 
     def _points_dir(self) -> Path:
         return self.own_path.with_name(self.own_path.stem + ".points")
 
-    def _all_points_dirs(self) -> list[Path]:
-        if not self.path or not self.path.parent.is_dir():
-            return []
-        return sorted(self.path.parent.glob(f"{self.path.stem}*.points"))
-
     def save_points(self, key: str, idx: list[int], points: torch.Tensor) -> None:
         """Keep survivors' adversarial points: the next eps starts from them, also after a resume."""
         if not self.path or not idx:
             return
-        tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+        tag = _points_tag(key)
         n = len(list(self._points_dir().glob(f"{tag}-*.safetensors")))
         blob = save({"idx": torch.tensor(idx, dtype=torch.long), "x": points.contiguous()})
         atomic_write(self._points_dir() / f"{tag}-{n:06d}.safetensors", lambda f: f.write(blob))
@@ -156,9 +146,9 @@ class EvalState:
         """Saved survivors' points; an unreadable part is set aside (those examples start afresh)."""
         if not self.path:
             return {}
-        tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+        tag = _points_tag(key)
         out = {}
-        for f in sorted(f for d in self._all_points_dirs() for f in d.glob(f"{tag}-*.safetensors")):
+        for f in sorted(f for d in _points_dirs(self.path) for f in d.glob(f"{tag}-*.safetensors")):
             try:
                 part = load_file(str(f))
                 out.update(zip(part["idx"].tolist(), part["x"]))
@@ -189,8 +179,28 @@ class EvalState:
         """Forget a saved run (``--restart``): the file and its points."""
         path = Path(path)
         path.unlink(missing_ok=True)
-        for part in list(path.parent.glob(f"{path.stem}.rank*-of-*.json")) + list(path.parent.glob(f"{path.stem}*.points")):
-            part.unlink() if part.is_file() else shutil.rmtree(part, ignore_errors=True)
+        for f in _rank_files(path):
+            f.unlink(missing_ok=True)
+        for d in _points_dirs(path):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _rank_files(path: Path | None) -> list[Path]:
+    """The per-process progress files beside ``path`` (under torchrun)."""
+    if not path or not path.parent.is_dir():
+        return []
+    return sorted(path.parent.glob(f"{path.stem}.rank*-of-*.json"))
+
+
+def _points_dirs(path: Path | None) -> list[Path]:
+    """The survivors' point folders beside ``path`` (one per process)."""
+    if not path or not path.parent.is_dir():
+        return []
+    return sorted(path.parent.glob(f"{path.stem}*.points"))
+
+
+def _points_tag(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def state_problem(data) -> str | None:
