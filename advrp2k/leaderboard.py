@@ -30,9 +30,15 @@ CUSTOM_CHECKED = {"clean_acc", "robust_acc", "link", "model_id", "dataset"}
 MAX_ENTRY_BYTES = 4 << 20
 
 
+def entry_file(leaderboard: str | Path, dataset: str, threat_model: str, model_id: str) -> Path:
+    """Where the entry of ``model_id`` on (``dataset``, ``threat_model``) lives (no validation)."""
+    return Path(leaderboard) / "entries" / dataset / threat_model / f"{model_id}.json"
+
+
 def entry_path(leaderboard: str | Path, entry: dict) -> Path:
+    """Where ``entry`` is written; validated first, so that no field can steer the path."""
     validate_entry(entry)
-    return Path(leaderboard) / "entries" / entry["dataset"] / entry["threat_model"] / f"{entry['model_id']}.json"
+    return entry_file(leaderboard, entry["dataset"], entry["threat_model"], entry["model_id"])
 
 
 def write_entry(leaderboard: str | Path, entry: dict) -> Path:

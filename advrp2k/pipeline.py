@@ -24,13 +24,13 @@ from .errors import UsageError
 from .eval_state import EvalState
 from .evaluator import AttackSpec, EvalResult, evaluate
 from .job import Job, Prepared, prepare
-from .leaderboard import SCHEMA_VERSION, write_entry
+from .leaderboard import SCHEMA_VERSION, entry_file, write_entry
 from .model_store import LoadedModel, defense_for, get_model
 from .models import resolve_device
 from .paths import cache_home
 from .precision import prepare_model, resolve_precision
 from .protocols import Protocol
-from .results import frame
+from .results import examples_path, frame
 
 log = logging.getLogger(__name__)
 __all__ = ["Job", "Prepared", "prepare", "LoadedModel", "get_model", "run_eval", "check_job", "build_entry",
@@ -125,8 +125,12 @@ def _identity(job: Job, record: dict):
     return info, defense, eps, model_id(defense.paper_id, record.get("arch_id") or record["arch"].replace(":", "-"), eps)
 
 
+def _entry_path(job: Job, prep: Prepared, mid: str) -> Path:
+    return entry_file(job.leaderboard, prep.source.name, "linf", mid)
+
+
 def _examples_path(job: Job, prep: Prepared, mid: str) -> Path:
-    return Path(job.leaderboard) / "examples" / prep.source.name / "linf" / f"{mid}.json"
+    return examples_path(_entry_path(job, prep, mid))
 
 
 def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n) -> EvalState:
@@ -155,7 +159,7 @@ def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict |
     from ._io import read_json
     from .leaderboard import entry_problems
 
-    path = Path(job.leaderboard) / "entries" / prep.source.name / "linf" / f"{_identity(job, loaded.record)[3]}.json"
+    path = _entry_path(job, prep, _identity(job, loaded.record)[3])
     if not path.is_file():
         return None
     try:

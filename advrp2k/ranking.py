@@ -19,6 +19,7 @@ import pandas as pd
 
 from .analyses import ranking_statistics
 from .errors import UsageError
+from .leaderboard import entry_file
 from .results import ROBUST, examples
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,8 @@ def board_statistics(leaderboard: str | Path, rows: list[dict], seed: int = 0) -
     set than the board's first such entry, are left out (and get no statistics)."""
     tables, ids, reference = [], [], None
     for e in (r for r in rows if is_ranked(r)):
-        path = Path(leaderboard) / "entries" / e["dataset"] / e["threat_model"] / f"{e['model_id']}.json"
         try:
-            df = examples(path)
+            df = examples(entry_file(leaderboard, e["dataset"], e["threat_model"], e["model_id"]))
         except UsageError as exc:
             log.info("no ranking statistics for %s: %s", e["model_id"], exc)
             continue
