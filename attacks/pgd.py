@@ -25,7 +25,7 @@ from collections import deque
 import torch
 
 from advrp2k._registry import register_attack
-from advrp2k.attack_base import Attack, AttackResult, project_linf, random_start
+from advrp2k.attack_base import Attack, AttackResult, project_linf
 from advrp2k.losses import LOSSES
 from advrp2k.options import Option
 
@@ -71,13 +71,10 @@ class PGD(Attack):
             return self._stream(model, x, y, init, generator, self.max_active or len(x))
         return self._train_point(model, x, y, generator)
 
-    def _start(self, x, init, generator, rows=None, restarts=None):
-        if init is not None:
-            return init.clone()
+    def _start(self, x, generator, rows: list[int], restarts: list[int]):
+        """Starting points of the batch ``rows`` at those ``restarts`` (x itself without random start)."""
         if not self.random_start:
             return x.clone()
-        if rows is None:
-            return random_start(x, self.eps.value, generator)
         return self.random_start_of(x, rows, restarts, generator)
 
     def _stream(self, model, x, y, init, generator, max_active: int) -> AttackResult:
@@ -139,7 +136,7 @@ class PGD(Attack):
         items = [queue.popleft() for _ in range(room)]
         new = torch.tensor([i for i, _ in items], dtype=torch.long, device=x.device)
         first = torch.tensor([r == 0 for _, r in items], device=x.device)
-        start = self._start(x[new], None, generator, [i for i, _ in items], [r for _, r in items])
+        start = self._start(x[new], generator, [i for i, _ in items], [r for _, r in items])
         if init is not None:  # the first restart starts from the given point (a smaller eps's survivor)
             start = torch.where(first[:, None, None, None], init[new], start)
         x_adv[new] = start
@@ -154,7 +151,7 @@ class PGD(Attack):
         earlier one fooled the model, so claiming it would break the evaluation's re-verification.
         """
         loss_fn, eps = LOSSES[self.loss], self.eps.value
-        x_adv = self._start(x, None, generator)
+        x_adv = self._start(x, generator, list(range(len(x))), [0] * len(x))
         for _ in range(self.steps):
             xa = x_adv.requires_grad_(True)
             with torch.enable_grad():
