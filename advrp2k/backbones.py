@@ -10,6 +10,7 @@ input normalisation stays inside the model.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -41,31 +42,48 @@ def initial_model(arch: str, pretrained: str | None, num_classes: int, model_dir
     weights (``pretrained="imagenet"``), or a fresh initialisation (backbone record None)."""
     from .models import create_model
 
-    if arch.startswith(RB_PREFIX):
-        return robustbench_pretrained(arch[len(RB_PREFIX):], num_classes, model_dir)
-    if pretrained == "imagenet":
-        return torchvision_imagenet(arch, num_classes, model_dir)
-    if pretrained not in (None, "none"):
-        raise UsageError(f"unknown --pretrained {pretrained!r}: use imagenet (or --arch rb:<RobustBench model>)")
-    return create_model(arch, num_classes), None
+    found = _weights_file(arch, pretrained, model_dir)
+    if found is None:
+        return create_model(arch, num_classes), None
+    path, name, source = found
+    load = robustbench_pretrained if arch.startswith(RB_PREFIX) else torchvision_imagenet
+    model, sha = load(arch[len(RB_PREFIX):] if arch.startswith(RB_PREFIX) else arch, num_classes, path)
+    return model, {"name": name, "source": source, "file": str(path), "sha256": sha}
 
 
 def weights_identity(arch: str, pretrained: str | None, model_dir) -> dict | None:
     """What identifies the starting weights (kind and file SHA-256), found before any work; None
     from scratch. A missing or unsafe file fails here, with the message saying where to put it."""
+    found = _weights_file(arch, pretrained, model_dir)
+    if found is None:
+        return None
+    path, name, source = found
+    return {"name": name, "source": source, "sha256": _checked_sha256(path)}
+
+
+def _weights_file(arch: str, pretrained: str | None, model_dir) -> tuple[Path, str, str] | None:
+    """``(file, name, source)`` of the starting weights; None from scratch."""
     if arch.startswith(RB_PREFIX):
         name = arch[len(RB_PREFIX):]
         _zoo_entry(name)
-        path, source = _robustbench_file(name, model_dir), "robustbench (ImageNet, Linf)"
-    elif pretrained == "imagenet":
-        path, source = _torchvision_file(arch, model_dir), "torchvision"
-        name = f"{arch} (ImageNet, torchvision IMAGENET1K_V1)"
-    elif pretrained in (None, "none"):
-        return None
-    else:
+        return _robustbench_file(name, model_dir), name, "robustbench (ImageNet, Linf)"
+    if pretrained == "imagenet":
+        return _torchvision_file(arch, model_dir), f"{arch} (ImageNet, torchvision IMAGENET1K_V1)", "torchvision"
+    if pretrained not in (None, "none"):
         raise UsageError(f"unknown --pretrained {pretrained!r}: use imagenet (or --arch rb:<RobustBench model>)")
-    _, sha = read_weights(path)  # the file is checked (no code runs) and hashed; no model is built
-    return {"name": name, "source": source, "sha256": sha}
+    return None
+
+
+def _checked_sha256(path: Path) -> str:
+    """The file is checked (no code runs) and hashed, once per version of it in a process: the
+    job check and the training key ask for the same file."""
+    st = path.stat()
+    return _checked_sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return read_weights(path)[1]
 
 
 def arch_id(arch: str, pretrained: str | None) -> str:
@@ -84,15 +102,13 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
-def torchvision_imagenet(arch: str, num_classes: int, model_dir: Path | None) -> tuple[nn.Module, dict]:
-    """``arch`` (resnet18/34/50) with torchvision's ImageNet weights from a local file; head replaced."""
-    path = _torchvision_file(arch, model_dir)
+def torchvision_imagenet(arch: str, num_classes: int, path: Path) -> tuple[nn.Module, str]:
+    """``arch`` (resnet18/34/50) with torchvision's ImageNet weights from ``path``; head replaced.
+    Returns the model and the file's SHA-256."""
     state, sha = read_weights(path)
     net = getattr(torchvision.models, arch)(weights=None, num_classes=1000)
     _load(net, state, path)
-    model = nn.Sequential(Normalize(), replace_head(net, num_classes))
-    return model, {"name": f"{arch} (ImageNet, torchvision IMAGENET1K_V1)", "source": "torchvision",
-                   "file": str(path), "sha256": sha}
+    return nn.Sequential(Normalize(), replace_head(net, num_classes)), sha
 
 
 def _torchvision_file(arch: str, model_dir) -> Path:
@@ -124,24 +140,21 @@ def robustbench_skeleton(name: str, num_classes: int) -> nn.Module:
     return replace_head(_zoo_entry(name)["model"](), num_classes)
 
 
-def robustbench_pretrained(name: str, num_classes: int, model_dir: Path | None) -> tuple[nn.Module, dict]:
+def robustbench_pretrained(name: str, num_classes: int, path: Path) -> tuple[nn.Module, str]:
     """RobustBench ImageNet l_inf model ``name`` loaded through ``robustbench.utils.load_model`` from
-    ``<model_dir>/imagenet/Linf/<name>.pt``; head replaced."""
+    ``path`` (``<model_dir>/imagenet/Linf/<name>.pt``); head replaced. Returns the model and the
+    file's SHA-256."""
     from ._compat import import_robustbench
 
-    _zoo_entry(name)
-    path = _robustbench_file(name, model_dir)
-    folder = path.parents[2]
     _, sha = read_weights(path)  # refuses a code-running pickle before robustbench touches the file
     import_robustbench()
     from robustbench.utils import load_model
 
     try:
-        model = load_model(name, model_dir=str(folder), dataset="imagenet", threat_model="Linf")
+        model = load_model(name, model_dir=str(path.parents[2]), dataset="imagenet", threat_model="Linf")
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"robustbench could not load {path} as {name}: {str(exc).splitlines()[0][:200]}")
-    return replace_head(model, num_classes), {"name": name, "source": "robustbench (ImageNet, Linf)",
-                                              "file": str(path), "sha256": sha}
+    return replace_head(model, num_classes), sha
 
 
 def _zoo_entry(name: str) -> dict:
