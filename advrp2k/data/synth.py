@@ -211,19 +211,28 @@ def _shelf_photo(img: np.ndarray, rng, shape: tuple[int, int] | None = None) -> 
 
 def generate(out: Path, cfg: SynthConfig = SynthConfig(), progress=None) -> Path:
     """Write the dataset to ``out`` (atomically: a temp folder renamed into place)."""
+    def fill(tmp: Path) -> None:
+        catalogue = make_catalogue(cfg)
+        _write_tables(tmp, catalogue, _write_images(tmp, catalogue, cfg, progress))
+        write_marker(tmp, "rp2k_synth", f"rp2k_synth v{GENERATOR_VERSION}, seed {cfg.seed}", seed=cfg.seed)
+
+    return write_dataset(out, f"the synthetic dataset {out}", fill)
+
+
+def write_dataset(out: Path, what: str, fill) -> Path:
+    """Write a dataset folder to ``out`` once: ``fill(tmp)`` builds it in a temporary sibling folder
+    that is then renamed into place (and removed on failure); locked, so that concurrent runs
+    build it once and the others reuse it."""
     out = Path(out)
     if (out / "all").is_dir():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with item_lock(out, f"the synthetic dataset {out}"):
+    with item_lock(out, what):
         if (out / "all").is_dir():  # another run generated it while this one waited
             return out
-        catalogue = make_catalogue(cfg)
         tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out.parent))
         try:
-            rows = _write_images(tmp, catalogue, cfg, progress)
-            _write_tables(tmp, catalogue, rows)
-            write_marker(tmp, "rp2k_synth", f"rp2k_synth v{GENERATOR_VERSION}, seed {cfg.seed}", seed=cfg.seed)
+            fill(tmp)
             tmp.rename(out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from .._locks import item_lock
 from .source import write_marker
 from .synth import _FLAVOURS_CN, _SIZES, _TYPE_CN, _BRANDS_CN, Sku, SynthConfig, _Line, _render_product, \
-    _shelf_photo, _write_tables
+    _shelf_photo, _write_tables, write_dataset
 
 RP2K_SKUS, RP2K_IMAGES = 2388, 384_311
 TAIL_SIGMA = 1.5  # lognormal spread: with it a median of 47 gives RP2K's mean of ~161 images per SKU
@@ -76,26 +73,14 @@ def estimate_bytes(n_images: int, size: int) -> int:
 def generate_scaled(out: Path, n_skus: int = RP2K_SKUS, n_images: int = RP2K_IMAGES, size: int = 224,
                     seed: int = 0, workers: int | None = None, progress=None) -> Path:
     """Write the stand-in to ``out`` (a temporary folder renamed into place; locked while written)."""
-    out = Path(out)
-    if (out / "all").is_dir():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    catalogue = scaled_catalogue(n_skus, n_images, seed)
-    with item_lock(out, f"the stand-in dataset {out}"):
-        if (out / "all").is_dir():
-            return out
-        tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out.parent))
-        try:
-            rows = _render_parallel(tmp, catalogue, size, seed, workers, progress)
-            _write_tables(tmp, catalogue, rows)
-            write_marker(tmp, f"rp2k_synth_{n_skus}x{n_images}",
-                         f"advrp2k stand-in, {n_skus} SKUs, about {n_images} images at {size} px, seed {seed}",
-                         skus=n_skus, images=n_images, size=size, seed=seed)
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return out
+    def fill(tmp: Path) -> None:
+        catalogue = scaled_catalogue(n_skus, n_images, seed)
+        _write_tables(tmp, catalogue, _render_parallel(tmp, catalogue, size, seed, workers, progress))
+        write_marker(tmp, f"rp2k_synth_{n_skus}x{n_images}",
+                     f"advrp2k stand-in, {n_skus} SKUs, about {n_images} images at {size} px, seed {seed}",
+                     skus=n_skus, images=n_images, size=size, seed=seed)
+
+    return write_dataset(out, f"the stand-in dataset {out}", fill)
 
 
 def _render_parallel(root: Path, catalogue: list[Sku], size: int, seed: int, workers, progress) -> list:
