@@ -11,6 +11,10 @@ from .cli import _progress, cli
 from .errors import UsageError
 
 
+VERIFY_HELP = ("Decode and hash every file in full instead of reusing the cached scan (whose key covers each "
+               "file's size, time and first and last 4 KiB), and replace the cached scan.")
+
+
 @cli.group("data")
 def data_group():
     """Write a stand-in, prepare the decoded cache, or inspect a copy of RP2K."""
@@ -37,6 +41,10 @@ def synth_cmd(out, skus, images, size, seed, workers):
 
     if (out / "all").is_dir():
         raise UsageError(f"{out} already holds a dataset: choose another folder or delete it")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file: pass a new folder for the dataset")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"{out} is not empty: pass a new or empty folder (the dataset is written there whole)")
     if skus > images:
         raise UsageError(f"--images {images} is fewer than --skus {skus}: every SKU needs at least one image")
     check_output_dir(out.parent, "OUT's folder")
@@ -50,11 +58,13 @@ def synth_cmd(out, skus, images, size, seed, workers):
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--image-size", type=click.IntRange(min=8, max=1024), default=224, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding processes (default: the CPU count, at most 8).")
-def prepare_cmd(path, image_size, workers):
-    """Decode every usable image under PATH once into uint8 shards (resumable).
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
+def prepare_cmd(path, image_size, workers, verify):
+    """Decode every usable image under PATH once into uint8 shards (resumable, checksummed).
 
-    Training and evaluation at this image size then read the shards instead of decoding JPEGs.
-    Disk: 3 x SIZE x SIZE bytes per image (150 kB at 224 px, 27 kB at 96 px); checked first.
+    Training and evaluation at this image size then read the shards instead of decoding JPEGs;
+    every open verifies the shards' checksums. Disk: 3 x SIZE x SIZE bytes per image (150 kB at
+    224 px, 27 kB at 96 px); checked first.
     """
     from ._io import check_output_dir
     from .data import scan_rp2k
@@ -64,7 +74,7 @@ def prepare_cmd(path, image_size, workers):
     if not path.exists():
         raise UsageError(f"{path} does not exist: pass the folder you unzipped RP2K into")
     check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
-    scan = scan_rp2k(path, progress=_progress())
+    scan = scan_rp2k(path, progress=_progress(), use_cache=not verify)
     n = sum(len(v) for v in scan.samples.values())
     if not n:
         raise UsageError(f"{path} has no usable image: run 'advrp2k data inspect {path}'")
@@ -85,14 +95,14 @@ def prepare_cmd(path, image_size, workers):
 @data_group.command("inspect")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a summary.")
-@click.option("--no-cache", is_flag=True, help="Decode everything again even if a scan is cached.")
-def inspect_cmd(path, as_json, no_cache):
+@click.option("--verify", "--no-cache", "verify", is_flag=True, help=VERIFY_HELP)
+def inspect_cmd(path, as_json, verify):
     """Decode every image under PATH and report what the loader will use."""
     from .data import scan_rp2k
 
     if not path.exists():
         raise UsageError(f"{path} does not exist: pass the folder you unzipped RP2K into")
-    scan = scan_rp2k(path, progress=_progress(), use_cache=not no_cache)
+    scan = scan_rp2k(path, progress=_progress(), use_cache=not verify)
     s = scan.summary()
     if as_json:
         click.echo(json.dumps(s, ensure_ascii=False, indent=2))
@@ -105,6 +115,8 @@ def inspect_cmd(path, as_json, no_cache):
                f"{c['skus_with_one_image']} SKUs with a single image")
     for folder, sku in s["renamed_folders"].items():
         click.echo(f"folder {folder!r} -> SKU {sku!r}")
+    for note in s["notes"]:
+        click.echo(f"note: {note['path']}: {note['note']}")
     click.echo(f"refused files: {len(s['problems'])}")
     for p in s["problems"][:50]:
         click.echo(f"  {p['path']}: {p['reason']}")

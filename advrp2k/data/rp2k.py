@@ -1,39 +1,40 @@
 """Scan and load the RP2K release as users have it (see docs: rp2k-release.md).
 
 The scan resolves the root level, reads meta.csv (the authority for SKU identity and class
-order when present), maps folder names (mojibake included) to SKUs, drops junk, fully decodes
-every image so that truncated files are caught, and fingerprints the content. It is cached,
-keyed by the folder listing, so the next run does not decode everything again.
+order when present) and attributes.csv before any image is decoded, maps folder names
+(mojibake and other Unicode forms included) to SKUs, drops junk, refuses every image that
+cannot be decoded whole (``advrp2k.data.decode``), and fingerprints the content. It is cached,
+keyed by the listing and a signature of every file's content (``advrp2k.data.listing``), so the
+next run does not decode everything again; the attribute table is read afresh every time.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 
 from .._io import atomic_write, read_json, write_json
 from .._locks import item_lock
 from ..errors import DataError
 from ..paths import cache_dir
-from ._mojibake import repair_name
+from ._mojibake import canonical_name, repair_name
+from .decode import ImageRefused, decode_image, resize_to_tensor
+from .listing import Listing, list_files, listing_key
+from .tables import read_attributes, read_meta
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg"}
 SYSTEM_JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
-SCAN_VERSION = 1
-# Never let Pillow fill a truncated file with grey: a half-written JPEG must fail to decode.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+SCAN_VERSION = 2  # 2: strict JPEG decoding, Unicode-normalised names, content-signed key
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Rp2kScan:
     folder_to_sku: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""
     attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    notes: list[dict] = field(default_factory=list)  # links followed, names merged: used, but said
 
     def summary(self) -> dict:
         return {
@@ -55,7 +57,7 @@ class Rp2kScan:
             "n_images": {s: len(self.samples.get(s, [])) for s in SPLITS},
             "skus_only_in": {s: self._only_in(s) for s in SPLITS},
             "renamed_folders": {k: v for k, v in self.folder_to_sku.items() if k != v},
-            "problems": self.problems, "fingerprint": self.fingerprint,
+            "problems": self.problems, "notes": self.notes, "fingerprint": self.fingerprint,
             "attributes": sorted({k for row in self.attributes.values() for k in row}),
             "images_per_sku": self._counts(),
         }
@@ -86,31 +88,12 @@ def find_rp2k_root(path: str | Path) -> Path:
                     f"(or {path}/rp2k_dataset/all/train/<sku>/*.jpg)")
 
 
-def _find_side_file(root: Path, name: str) -> Path | None:
+def find_side_file(root: Path, name: str) -> Path | None:
+    """``name`` (meta.csv, attributes.csv) beside ``all/`` or one level up, if it is a file."""
     for folder in (root, root.parent):
         if (folder / name).is_file():
             return folder / name
     return None
-
-
-def _read_meta(meta: Path) -> tuple[set[str], dict]:
-    """Return (SKU names, {(split, basename): Counter of SKUs}) from meta.csv."""
-    skus: set[str] = set()
-    by_base: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    with open(meta, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "image_path" not in reader.fieldnames or "instance_id" not in reader.fieldnames:
-            raise DataError(f"{meta} has no image_path/instance_id columns (found {reader.fieldnames}); "
-                            f"fix or remove it to fall back to folder names")
-        for row in reader:
-            sku = (row["instance_id"] or "").strip()
-            parts = (row["image_path"] or "").replace("\\", "/").strip("/").split("/")
-            if not sku:
-                continue
-            skus.add(sku)
-            split = next((p for p in parts if p in SPLITS), "")
-            by_base[(split, parts[-1])][sku] += 1
-    return skus, by_base
 
 
 def _junk_reason(path: Path) -> str | None:
@@ -122,57 +105,41 @@ def _junk_reason(path: Path) -> str | None:
     return None
 
 
-def _list_files(root: Path) -> dict[str, dict[str, list[Path]]]:
-    """{split: {folder name: [files]}}, skipping __MACOSX trees."""
-    tree: dict[str, dict[str, list[Path]]] = {}
-    for split in SPLITS:
-        base = root / "all" / split
-        tree[split] = {}
-        if not base.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if d != "__MACOSX")
-            rel = Path(dirpath).relative_to(base)
-            folder = rel.parts[0] if rel.parts else ""
-            tree[split].setdefault(folder, []).extend(Path(dirpath) / f for f in sorted(filenames))
-    return tree
-
-
-def _listing_key(root: Path, tree) -> str:
-    digest = hashlib.sha256(f"v{SCAN_VERSION}|{root.resolve()}".encode())
-    for p in (root / "meta.csv", root.parent / "meta.csv"):
-        if p.is_file():
-            st = p.stat()
-            digest.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
-    for split in SPLITS:
-        for folder in sorted(tree[split]):
-            for f in tree[split][folder]:
-                st = f.stat()
-                digest.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:32]
-
-
-def decode_image(path: Path) -> tuple[Image.Image, bytes]:
-    """Fully decode a JPEG to RGB (grayscale and CMYK converted); raise OSError if truncated."""
-    data = path.read_bytes()
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()  # decodes every byte; verify() alone misses truncation
-        return img.convert("RGB"), data
+def _is_image_name(path: Path) -> bool:
+    return _junk_reason(path) is None
 
 
 def _resolve_folder(split, folder, files, meta_skus, by_base) -> str | None:
+    name = canonical_name(folder)
     if meta_skus is None:
-        return repair_name(folder) or folder
-    if folder in meta_skus:
-        return folder
-    repaired = repair_name(folder)
-    if repaired in meta_skus:
-        return repaired
+        return canonical_name(repair_name(name) or name)
+    if name in meta_skus:
+        return name
+    repaired = repair_name(name)
+    if repaired is not None and canonical_name(repaired) in meta_skus:
+        return canonical_name(repaired)
     # Wrong-codepage names differ between unzip tools: vote by the image basenames instead.
     votes: Counter = Counter()
     for f in files:
-        votes.update(by_base.get((split, f.name), Counter()))
+        votes.update(by_base.get((split, canonical_name(f.name)), Counter()))
     return votes.most_common(1)[0][0] if votes else None
+
+
+@dataclass
+class _SideFiles:
+    """meta.csv and attributes.csv, read and checked before anything else."""
+
+    meta: Path | None
+    meta_skus: set[str] | None
+    by_base: dict
+    attributes_file: Path | None
+    attributes: dict
+
+    @classmethod
+    def read(cls, root: Path) -> "_SideFiles":
+        meta, attrs = find_side_file(root, "meta.csv"), find_side_file(root, "attributes.csv")
+        meta_skus, by_base = read_meta(meta) if meta else (None, {})
+        return cls(meta, meta_skus, by_base, attrs, read_attributes(attrs) if attrs else {})
 
 
 def scan_rp2k(path: str | Path, progress: Callable | None = None, use_cache: bool = True) -> Rp2kScan:
@@ -181,35 +148,48 @@ def scan_rp2k(path: str | Path, progress: Callable | None = None, use_cache: boo
     Args:
         path: the download folder, ``rp2k_dataset/`` or ``all/``.
         progress: optional ``tqdm``-like factory called with (iterable, total=, desc=).
-        use_cache: reuse a previous scan of the identical listing.
+        use_cache: reuse a previous scan of the identical listing and content signatures
+            (False: decode and hash every file again, and replace the cached scan).
+
+    Raises:
+        DataError: no RP2K layout, or a malformed meta.csv or attributes.csv (checked first).
     """
     root = find_rp2k_root(path)
-    tree = _list_files(root)
-    if not any(tree[s] for s in SPLITS):
+    side = _SideFiles.read(root)
+    listing = list_files(root)
+    if not any(listing.files[s] for s in SPLITS):
         raise DataError(f"{root}/all has no train or test SKU folders: expected all/train/<sku>/*.jpg")
-    key = _listing_key(root, tree)
+    key = listing_key(root, listing, [p for p in (side.meta, side.attributes_file) if p], SCAN_VERSION,
+                      _is_image_name)
     cache_file = cache_dir("scans") / f"{key}.json"
     with item_lock(cache_file, f"the scan of {root}"):  # a run that waited reuses the other's scan
-        if use_cache and cache_file.is_file():
-            try:
-                return Rp2kScan(**read_json(cache_file))
-            except (ValueError, TypeError, OSError):
-                log.warning("ignoring unreadable scan cache %s", cache_file)
-        scan = _scan(root, tree, progress)
-        write_json(cache_file, asdict(scan))
+        scan = _cached_scan(cache_file) if use_cache else None
+        if scan is None:
+            scan = _scan(root, listing, side, progress)
+            write_json(cache_file, {k: v for k, v in asdict(scan).items() if k != "attributes"})
+    scan.attributes = side.attributes  # read afresh: an edited table is never stale
     return scan
 
 
-def _scan(root: Path, tree, progress) -> Rp2kScan:
-    meta = _find_side_file(root, "meta.csv")
-    meta_skus, by_base = _read_meta(meta) if meta else (None, {})
-    problems, folder_to_sku, accepted = [], {}, {s: [] for s in SPLITS}
+def _cached_scan(cache_file: Path) -> Rp2kScan | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        return Rp2kScan(**read_json(cache_file))
+    except (ValueError, TypeError, OSError):
+        log.warning("ignoring unreadable scan cache %s", cache_file)
+        return None
+
+
+def _scan(root: Path, listing: Listing, side: _SideFiles, progress) -> Rp2kScan:
+    problems, notes = list(listing.problems), list(listing.notes)
+    folder_to_sku, accepted = {}, {s: [] for s in SPLITS}
     for split in SPLITS:
-        for folder, files in tree[split].items():
+        for folder, files in listing.files[split].items():
             if folder == "":
                 problems += [{"path": str(f.relative_to(root)), "reason": "file outside any SKU folder"} for f in files]
                 continue
-            sku = _resolve_folder(split, folder, files, meta_skus, by_base)
+            sku = _resolve_folder(split, folder, files, side.meta_skus, side.by_base)
             if sku is None:
                 problems.append({"path": f"all/{split}/{folder}",
                                  "reason": "SKU folder not in meta.csv and none of its images are listed there"})
@@ -221,13 +201,27 @@ def _scan(root: Path, tree, progress) -> Rp2kScan:
                     problems.append({"path": str(f.relative_to(root)), "reason": reason})
                 else:
                     accepted[split].append((f, sku))
-    classes = sorted(meta_skus) if meta_skus is not None else sorted(set(folder_to_sku.values()))
+    notes += _merged_folders(listing, folder_to_sku)
+    classes = sorted(side.meta_skus) if side.meta_skus is not None else sorted(set(folder_to_sku.values()))
     index = {c: i for i, c in enumerate(classes)}
     samples, hashes = _decode_all(root, accepted, index, problems, progress)
     fingerprint = hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()
-    attrs = _find_side_file(root, "attributes.csv")
-    return Rp2kScan(str(root), str(meta) if meta else None, classes, samples, problems, folder_to_sku,
-                    fingerprint, read_attributes(attrs) if attrs else {})
+    return Rp2kScan(str(root), str(side.meta) if side.meta else None, classes, samples, problems, folder_to_sku,
+                    fingerprint, notes=notes)
+
+
+def _merged_folders(listing: Listing, folder_to_sku: dict[str, str]) -> list[dict]:
+    """Notes for folders of one split whose names differ but name the same SKU (one class)."""
+    notes = []
+    for split in SPLITS:
+        by_sku: dict[str, list[str]] = {}
+        for folder in listing.files[split]:
+            if folder in folder_to_sku:
+                by_sku.setdefault(folder_to_sku[folder], []).append(folder)
+        notes += [{"path": f"all/{split}/{' + '.join(map(repr, names))}",
+                   "note": f"{len(names)} folders name SKU {sku!r} (other Unicode forms or encodings): merged"}
+                  for sku, names in by_sku.items() if len(names) > 1]
+    return notes
 
 
 def _decode_all(root, accepted, index, problems, progress):
@@ -238,23 +232,14 @@ def _decode_all(root, accepted, index, problems, progress):
     for split, f, sku in iterator:
         rel = str(f.relative_to(root))
         try:
-            _, data = decode_image(f)
+            _, data = decode_image(f, strict=True)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            problems.append({"path": rel, "reason": f"corrupt or truncated image ({exc})"})
+            reason = str(exc) if isinstance(exc, ImageRefused) else f"corrupt or truncated image ({exc})"
+            problems.append({"path": rel, "reason": reason})
             continue
         samples[split].append((rel, index[sku]))
         hashes.append(f"{split}|{sku}|{hashlib.sha256(data).hexdigest()}")
     return samples, hashes
-
-
-def read_attributes(path: str | Path) -> dict[str, dict[str, str]]:
-    """Read a per-SKU attribute table (CSV with a ``sku`` or ``instance_id`` column)."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        key = next((k for k in ("sku", "instance_id") if k in (reader.fieldnames or [])), None)
-        if key is None:
-            raise DataError(f"attribute table {path} needs a 'sku' column (found {reader.fieldnames})")
-        return {row[key].strip(): {k: (v or "").strip() for k, v in row.items() if k != key} for row in reader}
 
 
 def load_split(scan: Rp2kScan, split: str, image_size: int, progress: Callable | None = None,
@@ -288,22 +273,39 @@ def _cached_split(cache_file: Path, scan: Rp2kScan, split: str, y, image_size: i
     """The decoded split from its tensor cache, decoding and caching it first if needed."""
     items = scan.samples[split]
     if cache_file.is_file():
+        problem = "it is unreadable"
         try:
             blob = torch.load(cache_file, map_location="cpu", weights_only=True)
-            return blob["x"], blob["y"]
+            problem = _tensor_cache_problem(blob, y)
+            if problem is None:
+                return blob["x"], blob["y"]
         except Exception:  # a corrupt cache is rebuilt, never trusted
-            log.warning("rebuilding unreadable tensor cache %s", cache_file)
+            pass
+        log.warning("rebuilding the tensor cache %s: %s", cache_file, problem)
     x = torch.empty((len(items), 3, image_size, image_size), dtype=torch.uint8)
     iterator = progress(items, total=len(items), desc=f"loading {split}") if progress else items
     for i, (rel, _) in enumerate(iterator):
-        x[i] = _resize_to_tensor(decode_image(Path(scan.root) / rel)[0], image_size)
-    atomic_write(cache_file, lambda f: torch.save({"x": x, "y": y}, f))
+        x[i] = resize_to_tensor(decode_image(Path(scan.root) / rel)[0], image_size)
+    blob = {"x": x, "y": y, "sha256": pixels_sha256(x)}
+    atomic_write(cache_file, lambda f: torch.save(blob, f))
     return x, y
 
 
-def _resize_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
-    img = img.resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+def pixels_sha256(x: torch.Tensor) -> str:
+    """SHA-256 of a contiguous uint8 tensor's bytes (about 1.7 GB/s on one core)."""
+    return hashlib.sha256(memoryview(x.contiguous().numpy()).cast("B")).hexdigest()
+
+
+def _tensor_cache_problem(blob, y: torch.Tensor) -> str | None:
+    """What makes a loaded tensor cache unusable: bytes changed since it was written (checksum),
+    no checksum (written before advrp2k kept one), or labels other than the scan's."""
+    if not isinstance(blob, dict) or not isinstance(blob.get("x"), torch.Tensor) or "y" not in blob:
+        return "it is malformed"
+    if "sha256" not in blob:
+        return "it has no checksum (written by an older advrp2k)"
+    if pixels_sha256(blob["x"]) != blob["sha256"]:
+        return "its bytes changed since it was written (checksum mismatch)"
+    return None if torch.equal(blob["y"], y) else "its labels differ from the scan's"
 
 
 class LazyImages:
@@ -322,7 +324,7 @@ class LazyImages:
         return len(self.items)
 
     def _one(self, i: int) -> torch.Tensor:
-        return _resize_to_tensor(decode_image(self.root / self.items[i][0])[0], self.size)
+        return resize_to_tensor(decode_image(self.root / self.items[i][0])[0], self.size)
 
     def __getitem__(self, idx):
         from concurrent.futures import ThreadPoolExecutor
