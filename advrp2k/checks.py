@@ -27,6 +27,20 @@ def state_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors in a state dict that hold NaN or infinity."""
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+def fail_if_nonfinite_weights(model_or_state, where: str) -> None:
+    """FAIL: a model with NaN or infinite weights outputs NaN, and argmax of NaN is class 0, so
+    its "accuracy" would be the share of class 0 in the data."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    bad = nonfinite_tensors(state)
+    fail_if(bool(bad), "finite weights", f"{where} has NaN or infinite values in {len(bad)} tensors "
+            f"({', '.join(bad[:3])}): retrain it, or evaluate an earlier checkpoint")
+
+
 def fail_if(condition: bool, check: str, detail: str) -> None:
     if condition:
         raise IntegrityError(f"integrity check '{check}' failed: {detail}; no leaderboard entry was written")

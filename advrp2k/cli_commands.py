@@ -82,6 +82,7 @@ def _make_job(data, dataset, attributes, protocol, arch, epochs, image_size, dev
                protocol=proto,
                checkpoint=checkpoint, device=device, seed=seed, precision=precision, compile=compile_model,
                pretrained=None if pretrained == "none" else pretrained, model_dir=model_dir, augment=augment,
+               explicit={k: v for k, v in {"arch": arch, "image_size": image_size}.items() if v is not None},
                progress=_progress(), **extra)
 
 

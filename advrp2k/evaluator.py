@@ -19,7 +19,8 @@ from torch import nn
 from ._eps import Eps
 from .attack_base import frozen_eval
 from .attack_spec import AttackSpec  # noqa: F401  (re-exported: part of the evaluator's API)
-from .checks import convergence_flags, fail_if, flag_checks, large_eps_flag, random_search_flags, state_digest
+from .checks import (convergence_flags, fail_if, fail_if_nonfinite_weights, flag_checks, large_eps_flag,
+                     random_search_flags, state_digest)
 from . import distributed
 from .engine import Engine, _batches
 from .escalation import plan_remedies, protocol_for, randomized_suite
@@ -83,6 +84,9 @@ def clean_pass(model, x, y, device, batch_size, progress=None, passes: int = 1):
     for idx in (progress(batches, desc="clean") if progress else batches):
         xb = batch_images(x, idx, device)
         logits = model(xb).cpu()
+        fail_if(not torch.isfinite(logits).all(), "finite outputs",
+                f"the model outputs NaN or infinity for {int((~torch.isfinite(logits)).any(1).sum())} of "
+                f"{len(idx)} clean test images in a batch, so its predictions mean nothing")
         k = min(5, logits.shape[1])
         top1[idx] = logits.argmax(1) == y[idx]
         top5[idx] = (logits.topk(k, 1).indices == y[idx, None]).any(1)
@@ -120,6 +124,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     model.to(device)
     num_classes = num_classes or int(y.max()) + 1
     state = state or EvalState(None, {})
+    fail_if_nonfinite_weights(model, "the model")
     digest = state_digest(model)
     eps_list = sorted(eps_list)
     with frozen_eval(model):  # a model handed over in train mode is evaluated in eval mode

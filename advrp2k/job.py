@@ -7,8 +7,9 @@ from typing import Callable
 
 from ._eps import Eps
 from .attack_spec import AttackSpec
+from .checkpoints import read_checkpoint
 from .data import DataSource, prepare_data, scan_rp2k
-from .data.rp2k import read_attributes
+from .data.tables import read_attributes
 from .errors import DataError, UsageError
 from .protocols import Protocol
 
@@ -43,6 +44,7 @@ class Job:
     pretrained: str | None = None  # "imagenet": torchvision weights (--arch rb:<Name> for RobustBench)
     model_dir: Path | None = None  # where pretrained weights are read from (default $ADVRP2K_HOME/weights)
     augment: str = "none"  # training augmentation: none, or paper (the RP2K paper's Sec. 4.2)
+    explicit: dict = field(default_factory=dict)  # protocol fields set on the command line (arch, image_size)
 
 
 @dataclass
@@ -53,15 +55,42 @@ class Prepared:
 
 
 def prepare(job: Job) -> Prepared:
-    source = prepare_data(job.dataset, job.data, job.progress)
-    scan = scan_rp2k(source.root, progress=job.progress)
-    if job.attributes is not None:
+    attributes = None
+    if job.attributes is not None:  # checked before the scan, which may decode every image
         if not Path(job.attributes).is_file():
             raise UsageError(f"--attributes {job.attributes} is not a file: pass a CSV with a 'sku' column")
-        scan.attributes = read_attributes(job.attributes)
+        attributes = read_attributes(job.attributes)
+    source = prepare_data(job.dataset, job.data, job.progress)
+    scan = scan_rp2k(source.root, progress=job.progress)
+    if attributes is not None:
+        scan.attributes = attributes
     if not scan.samples["test"]:
         raise DataError(f"no usable test images under {source.root}/all/test: run 'advrp2k data inspect' to see why")
     if len(scan.classes) < 2:
         raise DataError(f"{source.root} holds {len(scan.classes)} SKU: a classifier needs at least two classes, "
                         f"so accuracy would mean nothing; point --data at the whole release")
-    return Prepared(source, scan, job.protocol.image_size or source.default_image_size)
+    size = checkpoint_settings(job).get("image_size") or job.protocol.image_size or source.default_image_size
+    return Prepared(source, scan, size)
+
+
+def checkpoint_settings(job: Job) -> dict:
+    """What ``--checkpoint``'s record states about the input (``image_size``, ``arch``); empty
+    without a checkpoint. The model's normalisation needs no setting: it is a layer inside the
+    model, its mean and std in the weights.
+
+    Raises:
+        UsageError: a value given on the command line contradicts the record.
+        CheckpointError: the checkpoint is unreadable or unsafe.
+    """
+    if job.checkpoint is None:
+        return {}
+    record = read_checkpoint(job.checkpoint).record
+    stated = {k: record[k] for k in ("image_size", "arch") if record.get(k) is not None}
+    for key, value in stated.items():
+        given = job.explicit.get(key)
+        if given is not None and given != value:
+            option = "--" + key.replace("_", "-")
+            raise UsageError(f"--checkpoint {job.checkpoint} was trained with {key} {value!r}, but {option} says "
+                             f"{given!r}: leave out {option} (the checkpoint's value is used) or pass "
+                             f"{option} {value}")
+    return stated
