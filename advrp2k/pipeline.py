@@ -20,10 +20,12 @@ from .analyses import entry_analyses
 from .backbones import weights_identity
 from .checkpoints import read_checkpoint
 from .data import load_split
+from .data.tables import attributes_digest
 from .errors import UsageError
 from .eval_state import EvalState
 from .evaluator import AttackSpec, EvalResult, evaluate
-from .job import Job, Prepared, prepare
+from .checks import fail_if_nonfinite_weights
+from .job import Job, Prepared, checkpoint_settings, prepare
 from .leaderboard import SCHEMA_VERSION, entry_file, write_entry
 from .model_store import LoadedModel, defense_for, get_model
 from .models import resolve_device
@@ -65,8 +67,9 @@ def check_job(job: Job) -> None:
         validate_hand_fields(job.hand_fields)
     check_output_dir(job.leaderboard, "--leaderboard")
     check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
-    if job.checkpoint is not None:
-        read_checkpoint(job.checkpoint)  # an unreadable or unsafe checkpoint fails now too
+    if job.checkpoint is not None:  # an unreadable, unsafe, contradicted or non-finite checkpoint fails now too
+        checkpoint_settings(job)
+        fail_if_nonfinite_weights(read_checkpoint(job.checkpoint).state, f"checkpoint {job.checkpoint}")
     else:
         weights_identity(job.protocol.arch, job.pretrained, job.model_dir)  # so do missing or unsafe weights
 
@@ -170,8 +173,11 @@ def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict |
     # A stronger suite that contains this one (with standalone numbers per attack) serves too.
     covered = entry.get("attacks") == wanted or (
         all(c in entry.get("attacks", []) for c in wanted) and {a.name for a in attacks} <= set(entry.get("per_attack", {})))
+    # Per-group results depend on the attribute table (entries written before its digest was kept lack it).
+    attributes = attributes_digest(prep.scan.attributes)
     same = (not entry_problems(entry) and entry["reproducibility"].get("checkpoint_sha256") == loaded.sha256
             and entry["data"].get("fingerprint") == prep.scan.fingerprint and covered
+            and entry["data"].get("attributes_sha256", attributes) == attributes
             and (job.n_examples is None or entry["n_examples"] == job.n_examples))
     return {"entry": entry, "path": str(path), "result": None, "reused": True} if same else None
 
@@ -190,7 +196,8 @@ def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResul
         "model_id": mid,
         "dataset": prep.source.name, "synthetic": prep.source.synthetic, "threat_model": "linf",
         "data": {"description": prep.source.description, "fingerprint": prep.scan.fingerprint,
-                 "n_classes": len(prep.scan.classes), "image_size": prep.image_size, "split": "test"},
+                 "n_classes": len(prep.scan.classes), "image_size": prep.image_size, "split": "test",
+                 "attributes_sha256": attributes_digest(prep.scan.attributes)},
         "defense": job.defense, "defense_config": defense.config(),
         "train_eps": eps.value if eps else None, "train_eps_label": eps.label if eps else None,
         "plugins": {"defense": info.provenance(), "attacks": attack_plugins},
