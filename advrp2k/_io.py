@@ -97,6 +97,19 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     return path
 
 
+def check_output_file(path: str | Path, what: str) -> Path:
+    """Make sure ``path`` can be written as a file (not a folder) in a writable folder, before work.
+
+    Raises:
+        OutputError: naming the path and what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder: pass a file path, such as {path / 'leaderboard.csv'}")
+    check_output_dir(path.parent, f"the folder of {what}")
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -75,26 +75,22 @@ def format_comparison(ea: dict, eb: dict, rows: list[dict]) -> str:
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (default LEADERBOARD/leaderboard.FORMAT).")
 def export_cmd(leaderboard, fmt, out):
     """Write the ranked leaderboard table with 95 % intervals as CSV, JSON or Parquet (pandas)."""
-    from ._io import atomic_write, check_output_dir
+    from ._io import check_output_file
+    from .export import write_table
     from .leaderboard import load_entries
     from .ranking import ranked_table
 
     if not (leaderboard / "entries").is_dir():
         raise UsageError(f"{leaderboard}/entries does not exist: pass the leaderboard folder")
     out = out or leaderboard / f"leaderboard.{fmt}"
-    check_output_dir(out.parent, "--out")
+    check_output_file(out, "--out")
     if fmt == "parquet":
         _require_parquet_engine()
     entries, problems = load_entries(leaderboard)
     for p in problems:
         click.echo(f"skipped invalid entry: {p}", err=True)
     table = ranked_table(leaderboard, entries)
-    if fmt == "csv":
-        atomic_write(out, lambda f: table.to_csv(f, index=False), mode="w")
-    elif fmt == "json":
-        atomic_write(out, lambda f: f.write(table.to_json(orient="records", indent=2, force_ascii=False)), mode="w")
-    else:
-        atomic_write(out, lambda f: table.to_parquet(f, index=False))
+    write_table(table, out, fmt)
     ranked = int(table["rank"].notna().sum()) if len(table) else 0
     click.echo(f"wrote {out} ({len(table)} entries, {ranked} ranked)")
 
