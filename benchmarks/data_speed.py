@@ -15,7 +15,10 @@ shuffled epochs back to back, and the second is the timed one: on this project's
 another program used last reads up to 2x slower (first-touch and TLB costs), so a loader's
 first epoch after another measures the hand-over, not the loader; first epochs are printed too.
 Images/s exclude each epoch's first batch (worker start-up, buffer allocation). Prints the
-medians and the line ``cache / ImageFolder: N.Nx`` (ratio of the medians).
+medians and the line ``cache / ImageFolder: N.Nx`` (ratio of the medians), then what the data
+integrity checks cost: verifying the shard checksums when the training split is opened (once
+per run), the cached scan (listing plus every file's content signature) and the strict JPEG
+check of the scan against Pillow's decode of the same files.
 Usage: python benchmarks/data_speed.py [--root DIR] [--images 20000] [--workers 2] [--repeats 3]
 """
 from __future__ import annotations
@@ -100,6 +103,42 @@ def steady_rate(batches) -> float:
     return n / (time.perf_counter() - start)
 
 
+def verification_costs(root: Path, x, cache_rate: float, peer_rate: float) -> list[str]:
+    """Lines saying what the integrity checks cost on this data (medians of 3 timings)."""
+    import io
+
+    from PIL import Image
+
+    from advrp2k.data import scan_rp2k
+    from advrp2k.data.decode import check_jpeg, read_regular_file
+    from advrp2k.data.prepared import open_prepared
+
+    scan = scan_rp2k(root)
+    t_open = _median_time(lambda: open_prepared(scan, "train", 224))
+    gb = len(x) * 3 * 224 * 224 / 1e9
+    t_scan = _median_time(lambda: scan_rp2k(root))
+    files = [Path(scan.root) / rel for rel, _ in scan.samples["train"][:500]]
+    blobs = [read_regular_file(f) for f in files]
+    t_strict = _median_time(lambda: [check_jpeg(b) for b in blobs]) / len(blobs)
+    t_pil = _median_time(lambda: [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs]) / len(blobs)
+    n = sum(len(v) for v in scan.samples.values())
+    return [f"shard checksums verified at open: {t_open:.2f} s for {len(x)} images ({gb:.2f} GB, {gb / t_open:.1f} GB/s), "
+            f"once per run: {t_open * cache_rate / len(x):.1f}x one cache-loader epoch, "
+            f"{100 * t_open * peer_rate / len(x):.0f} % of one ImageFolder epoch",
+            f"cached scan (listing + content signatures of {n} files): {t_scan:.2f} s",
+            f"strict JPEG check at scan time: {1e3 * t_strict:.2f} ms per image, {100 * t_strict / t_pil:.0f} % of "
+            f"Pillow's decode ({1e3 * t_pil:.2f} ms), once per image (the scan is cached)"]
+
+
+def _median_time(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, help="an existing stand-in or RP2K copy (default: generate one)")
@@ -131,6 +170,8 @@ def main():
         peer, bound, mine = (statistics.median(r) for r in steady.values())
         print(f"cache loader / sequential-read bound: {100 * mine / bound:.0f} %")
         print(f"cache / ImageFolder: {mine / peer:.1f}x")
+        for line in verification_costs(root, prepared, mine, peer):
+            print(line)
 
 if __name__ == "__main__":
     main()
