@@ -37,7 +37,7 @@ def fail_if_nonfinite_weights(model_or_state, where: str) -> None:
     its "accuracy" would be the share of class 0 in the data."""
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     bad = nonfinite_tensors(state)
-    fail_if(bool(bad), "finite weights", f"{where} has NaN or infinite values in {len(bad)} tensors "
+    fail_if(bool(bad), "finite weights", f"{where} has NaN or infinite values in {len(bad)} tensor{'s' * (len(bad) != 1)} "
             f"({', '.join(bad[:3])}): retrain it, or evaluate an earlier checkpoint")
 
 

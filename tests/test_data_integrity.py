@@ -191,6 +191,20 @@ def test_meta_csv_in_nfd_matches_nfc_folders(fake_release):
     scan = scan_rp2k(fake_release)
     assert "Café" in scan.classes and unicodedata.normalize("NFD", "Café") not in scan.classes
     assert any(scan.classes[i] == "Café" for _, i in scan.samples["train"])
+    assert not scan.notes  # one form only in meta.csv: nothing to say
+
+
+def test_meta_csv_naming_one_sku_in_two_forms_says_so(fake_release):
+    nfc, nfd = "Café", unicodedata.normalize("NFD", "Café")
+    meta = fake_release / "meta.csv"
+    rows = meta.read_text(encoding="utf-8-sig").splitlines()
+    mine = [k for k, r in enumerate(rows) if f"\\{SKUS[2]}\\" in r]
+    for n, k in enumerate(mine):  # SKU 2's rows, alternately in NFC and NFD
+        rows[k] = rows[k].replace(f",{SKUS[2]},", f",{nfc if n % 2 else nfd},")
+    meta.write_text("\n".join(rows) + "\n", encoding="utf-8-sig")
+    scan = scan_rp2k(fake_release)
+    assert nfc in scan.classes and nfd not in scan.classes and len(scan.classes) == 4
+    assert any("2 Unicode forms" in n["note"] and nfc in n["note"] for n in scan.notes)
 
 
 # --- decoding that refuses what it cannot decode whole --------------------------------------

@@ -134,12 +134,13 @@ class _SideFiles:
     by_base: dict
     attributes_file: Path | None
     attributes: dict
+    notes: list[dict]
 
     @classmethod
     def read(cls, root: Path) -> "_SideFiles":
         meta, attrs = find_side_file(root, "meta.csv"), find_side_file(root, "attributes.csv")
-        meta_skus, by_base = read_meta(meta) if meta else (None, {})
-        return cls(meta, meta_skus, by_base, attrs, read_attributes(attrs) if attrs else {})
+        meta_skus, by_base, notes = read_meta(meta) if meta else (None, {}, [])
+        return cls(meta, meta_skus, by_base, attrs, read_attributes(attrs) if attrs else {}, notes)
 
 
 def scan_rp2k(path: str | Path, progress: Callable | None = None, use_cache: bool = True) -> Rp2kScan:
@@ -182,7 +183,7 @@ def _cached_scan(cache_file: Path) -> Rp2kScan | None:
 
 
 def _scan(root: Path, listing: Listing, side: _SideFiles, progress) -> Rp2kScan:
-    problems, notes = list(listing.problems), list(listing.notes)
+    problems, notes = list(listing.problems), list(listing.notes) + side.notes
     folder_to_sku, accepted = {}, {s: [] for s in SPLITS}
     for split in SPLITS:
         for folder, files in listing.files[split].items():

@@ -81,8 +81,9 @@ def _check_header(path: Path, header: list[str], required: list[tuple[str, ...]]
         raise DataError(f"{path} line 1 has no {want} column (found {header}): add it to the header")
 
 
-def read_meta(path: Path) -> tuple[set[str], dict[tuple[str, str], Counter]]:
-    """SKU names and ``{(split, image basename): Counter of SKUs}`` from ``meta.csv``.
+def read_meta(path: Path) -> tuple[set[str], dict[tuple[str, str], Counter], list[dict]]:
+    """SKU names, ``{(split, image basename): Counter of SKUs}`` and notes from ``meta.csv``
+    (a note for each SKU it names in more than one Unicode form: one SKU, said so).
 
     Raises:
         DataError: a bad file, or one image path listed under two SKUs.
@@ -91,7 +92,9 @@ def read_meta(path: Path) -> tuple[set[str], dict[tuple[str, str], Counter]]:
     skus: set[str] = set()
     by_base: dict[tuple[str, str], Counter] = defaultdict(Counter)
     seen: dict[str, tuple[str, int]] = {}
+    forms: dict[str, set[str]] = defaultdict(set)
     for line, row in rows:
+        forms[canonical_name(row.get("instance_id") or "")].add((row.get("instance_id") or "").strip())
         sku = canonical_name(row.get("instance_id") or "")
         image = canonical_name((row.get("image_path") or "").replace("\\", "/").strip("/"))
         if not sku:
@@ -104,7 +107,9 @@ def read_meta(path: Path) -> tuple[set[str], dict[tuple[str, str], Counter]]:
         parts = image.split("/")
         split = next((p for p in parts if p in SPLITS), "")
         by_base[(split, parts[-1])][sku] += 1
-    return skus, by_base
+    notes = [{"path": path.name, "note": f"SKU {sku!r} is written in {len(raw)} Unicode forms: one SKU"}
+             for sku, raw in sorted(forms.items()) if sku and len(raw) > 1]
+    return skus, by_base, notes
 
 
 def read_attributes(path: str | Path) -> dict[str, dict[str, str]]:
