@@ -10,11 +10,11 @@ import torch
 
 from . import distributed
 from ._eps import Eps
-from .attack_base import frozen_eval
+from .attack_base import check_ball_and_box, frozen_eval
 from .checks import CONVERGENCE_ATTACKS, fail_if
 from .data.batches import batch_images
 from .eval_state import EvalState
-from .precision import autocast
+from .precision import autocast, fp32_verdicts
 
 
 def _batches(idx: torch.Tensor, size: int):
@@ -88,6 +88,7 @@ class Engine:
             xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
             with autocast(self.precision, self.device):
                 res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx)
+            check_ball_and_box(spec.name, eps, xb, res.x_adv)  # whatever the plugin's __call__ did
             # fp32 decides: a bf16 claim the fp32 model does not confirm is overturned, not a failure
             strict, claimed = self.precision == "fp32", res.fooled.clone()
             preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes, strict=strict)
@@ -132,6 +133,7 @@ def _stack_init(adv_points, idx, xb):
 
 
 @torch.no_grad()
+@fp32_verdicts()
 def _reverify(model, res, y, name, eps, batch_size, passes: int = 1, strict: bool = True) -> torch.Tensor:
     """Recompute predictions on the returned points: they must agree with the attack's claims.
 
