@@ -16,3 +16,16 @@ class AttackSpec:
 
     def build(self, eps: Eps):
         return create_attack(self.name, eps, **self.options)
+
+    def reseeded(self, offset: int) -> "AttackSpec":
+        """This attack with ``offset`` (the run's ``--seed``) added to its own seed, so a run's seed
+        reaches every random stream of its suite (and of the attacks that checks call for).
+
+        Offset 0 returns the spec unchanged, so the default run's records stay as they were; an
+        attack that declares no ``seed`` option has no random streams to reach.
+        """
+        from ._registry import ATTACKS
+
+        if not offset or "seed" not in (getattr(ATTACKS.get(self.name), "options", None) or {}):
+            return self
+        return AttackSpec(self.name, {**self.options, "seed": int(self.options.get("seed", 0)) + offset})

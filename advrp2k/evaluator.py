@@ -24,7 +24,7 @@ from .checks import (convergence_flags, fail_if, fail_if_nonfinite_weights, flag
 from . import distributed
 from .engine import Engine, _batches
 from .escalation import plan_remedies, protocol_for, randomized_suite
-from .precision import OVERTURN_FLAG
+from .precision import OVERTURN_FLAG, fp32_verdicts
 from .data.batches import batch_images
 from .eval_state import EvalState
 
@@ -74,6 +74,7 @@ class EvalResult:
 
 
 @torch.no_grad()
+@fp32_verdicts()
 def clean_pass(model, x, y, device, batch_size, progress=None, passes: int = 1):
     """Top-1 and top-5 correctness; with ``passes`` > 1 (a randomized model) top-1 counts only
     if every pass classifies the example correctly. Under torchrun each process classifies its
@@ -100,7 +101,7 @@ def clean_pass(model, x, y, device, batch_size, progress=None, passes: int = 1):
 def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], eps_list: list[Eps],
              device: torch.device, batch_size: int = 256, progress: Callable | None = None,
              num_classes: int | None = None, sanity_checks: bool = True, state: EvalState | None = None,
-             per_attack: bool = True, escalate: bool = True, precision: str = "fp32") -> EvalResult:
+             per_attack: bool = True, escalate: bool = True, precision: str = "fp32", seed: int = 0) -> EvalResult:
     """Evaluate ``model`` on images ``x`` (uint8 or [0, 1] float, on the CPU) and labels ``y``.
 
     Args:
@@ -112,6 +113,8 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
             robust, and report the worst case including them (numbers before and after are kept).
         precision: "fp32" or "bf16" for attack steps (advrp2k.precision); verdicts are always fp32,
             and an example counts as fooled only if its point fools the fp32 model.
+        seed: the run's seed, added to the seed of every attack that escalation runs (the
+            suite's attacks carry it already: ``AttackSpec.reseeded``).
 
     A model that is not deterministic is evaluated under the randomized protocol: each attack
     configures itself for it (expectation over transformation) and every verdict is taken over
@@ -144,7 +147,8 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
             conv = convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size, engine.final_points) \
                 if distributed.is_main() else None
             flags += distributed.broadcast(conv)
-    robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list) if escalate else (robust, None)
+    robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list, seed) if escalate \
+        else (robust, None)
     engine.overturned = sum(distributed.all_gather(engine.overturned))
     fail_if(state_digest(model) != digest, "eval mode",
             "the model's weights or BatchNorm statistics changed during evaluation")
@@ -190,9 +194,10 @@ def _worst_case(by_attack: dict, eps_list) -> dict[str, torch.Tensor]:
     return {e.label: torch.stack([m[e.label] for m in by_attack.values()]).all(0) for e in eps_list}
 
 
-def _escalate(engine, flags, suite, protocol, robust, eps_list):
+def _escalate(engine, flags, suite, protocol, robust, eps_list, seed: int = 0):
     """Run the attacks the flags call for on the examples still robust; the worst case includes them."""
     remedies, why = plan_remedies(flags, suite, protocol)
+    remedies = [r.reseeded(seed) for r in remedies]
     if not remedies:
         return robust, None
     before = {k: v.float().mean().item() for k, v in robust.items()}

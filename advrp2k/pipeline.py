@@ -24,7 +24,7 @@ from .data.tables import attributes_digest
 from .errors import UsageError
 from .eval_state import EvalState
 from .evaluator import AttackSpec, EvalResult, evaluate
-from .checks import fail_if_nonfinite_weights
+from .checks import fail_if, fail_if_nonfinite_weights
 from .job import Job, Prepared, checkpoint_settings, prepare
 from .leaderboard import SCHEMA_VERSION, entry_file, write_entry
 from .model_store import LoadedModel, defense_for, get_model
@@ -80,7 +80,7 @@ def run_eval(job: Job) -> dict:
     check_job(job)
     prep = prepare(job)
     loaded = get_model(job, prep, device)
-    attacks = job.attacks or default_attacks(job.protocol)
+    attacks = [a.reseeded(job.seed) for a in (job.attacks or default_attacks(job.protocol))]  # --seed reaches them
     eps_list = job.attack_eps or [Eps(4 / 255, "4/255"), Eps(8 / 255, "8/255")]
     if job.reuse_entry:
         reused = _matching_entry(job, prep, loaded, attacks, eps_list)
@@ -89,25 +89,40 @@ def run_eval(job: Job) -> dict:
     x, y = load_split(prep.scan, "test", prep.image_size, progress=job.progress)
     if job.n_examples:
         x, y = x[:job.n_examples], y[:job.n_examples]
-    state = _eval_state(job, prep, loaded, attacks, eps_list, len(y))
+    precision = resolve_precision(job.precision, device)
+    state = _eval_state(job, prep, loaded, attacks, eps_list, len(y), precision)
     state.context = _analysis_context(prep, y)
     with item_lock(state.path, f"the evaluation {state.path.name}") if distributed.is_main() else nullcontext():
         state.reload()  # a run that waited picks up what the other one saved
-        precision = resolve_precision(job.precision, device)
         result = evaluate(prepare_model(loaded.model, precision, device, job.compile), x, y, attacks, eps_list, device,
                           job.batch_size_eval or default_eval_batch_size(device), job.progress,
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
-                          escalate=job.escalate, precision=precision)
+                          escalate=job.escalate, precision=precision, seed=job.seed)
         if not distributed.is_main():  # the main process writes the one entry
             return {"entry": None, "path": None, "result": result}
         entry = build_entry(job, prep, loaded, result, device)
-        entry.update(entry_analyses(entry, frame(state.as_dict()), state.context["attributes"]))
+        table = frame(state.as_dict())
+        _check_entry_matches(entry, table)
+        entry.update(entry_analyses(entry, table, state.context["attributes"]))
         final = _examples_path(job, prep, entry["model_id"])
         # Entry and per-example file are published together; the lock lives in .partial/, out of sight.
         with item_lock(final.parent / ".partial" / final.name, f"the entry {entry['model_id']}"):
             state.publish(final)
             path = write_entry(job.leaderboard, entry)
     return {"entry": entry, "path": str(path), "result": result}
+
+
+def _check_entry_matches(entry: dict, table) -> None:
+    """FAIL unless the entry's accuracies are those of the per-example results published with it."""
+    from .results import ROBUST
+
+    pairs = [("clean", entry["clean_acc"], table["clean_correct"].mean())]
+    # No column for an eps: no example was left to attack there (stages are recorded per batch), so none is robust.
+    pairs += [(label, acc, table[ROBUST + label].mean() if ROBUST + label in table else 0.0)
+              for label, acc in entry["robust_acc"].items()]
+    for label, claimed, recorded in pairs:
+        fail_if(abs(claimed - recorded) > 1e-6, "entry matches its per-example results",
+                f"accuracy at {label} is {claimed:.4%} in the entry but {recorded:.4%} in its per-example results")
 
 
 def _analysis_context(prep: Prepared, y: torch.Tensor) -> dict:
@@ -136,8 +151,11 @@ def _examples_path(job: Job, prep: Prepared, mid: str) -> Path:
     return examples_path(_entry_path(job, prep, mid))
 
 
-def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n) -> EvalState:
-    """Per-example results of this exact evaluation, keyed by what defines it.
+def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n, precision: str) -> EvalState:
+    """Per-example results of this exact evaluation, keyed by everything that changes a result:
+    model, data, eps, examples, attacks and their options (seed included), attack precision,
+    compile, escalation, and the versions of advrp2k and the attack libraries. A saved or
+    published file of any other evaluation is never reported as this one's.
 
     While running they live in ``<leaderboard>/examples/<dataset>/linf/.partial/<model_id>-<key>.json``
     (two runs of the same model and config share the file; runs of different ones never
@@ -146,7 +164,9 @@ def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n) -> EvalSta
     mid = _identity(job, loaded.record)[3]
     header = {"model_id": mid, "checkpoint_sha256": loaded.sha256, "data_fingerprint": prep.scan.fingerprint,
               "eps": [e.label for e in sorted(eps_list)], "n_examples": n, "per_attack": job.per_attack,
-              "attacks": [{"name": a.name, "options": a.options} for a in attacks]}
+              "attacks": [{"name": a.name, "options": a.options} for a in attacks],
+              "precision": precision, "compile": job.compile, "escalate": job.escalate, "seed": job.seed,
+              "versions": attack_library_versions()}
     key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:16]
     final = _examples_path(job, prep, mid)
     path = final.parent / ".partial" / f"{mid}-{key}.json"
@@ -155,6 +175,19 @@ def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n) -> EvalSta
     distributed.barrier()
     return EvalState(path, header, published=None if job.restart else final,
                      shard=(distributed.rank(), distributed.world_size()))
+
+
+def attack_library_versions() -> dict:
+    """Versions of advrp2k and of the libraries whose attacks it runs (None: not installed)."""
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+    autoattack = version("autoattack") or version("pyautoattack")
+    return {"advrp2k": _version.__version__, "torchattacks": version("torchattacks"), "autoattack": autoattack}
 
 
 def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict | None:
@@ -218,6 +251,18 @@ def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResul
     return entry
 
 
+def random_streams(attacks) -> str:
+    """How the suite's random draws were keyed, as the entry states it."""
+    kinds: dict[str, list[str]] = {}
+    for spec in attacks:
+        kinds.setdefault(getattr(ATTACKS.get(spec.name), "random_streams", "per example"), []).append(spec.name)
+    if set(kinds) <= {"per example"}:
+        return "per example: (attack seed, example index, restart)"
+    return "; ".join(f"{kind} for {', '.join(names)}" + (": (attack seed, example index, restart)"
+                                                          if kind == "per example" else ": (attack seed, batch)")
+                     for kind, names in kinds.items())
+
+
 def _eps_of(result: EvalResult, label: str) -> float:
     return next(a["eps"] for a in result.attacks if a["eps_label"] == label)
 
@@ -232,6 +277,6 @@ def _repro(job, loaded: LoadedModel, result, device) -> dict:
             "device": str(device), "dataset_fingerprint": record.get("dataset_fingerprint"),
             "checkpoint_sha256": loaded.sha256, "processes": distributed.world_size(),
             "train_threads": loaded.train_threads,
-            "random_streams": "per example: (attack seed, example index, restart)",
+            "random_streams": random_streams(job.attacks or default_attacks(job.protocol)),
             "wall_s": {"train": loaded.train_wall, "train_reused_from_cache": loaded.reused, "eval": result.wall_s},
             "counts": result.counts}

@@ -49,6 +49,7 @@ def _n_targets(model, x, wanted: int) -> int:
 
 @register_attack("apgd_ce")
 class APGDCE(Attack):
+    random_streams = "per batch"  # the library seeds its generator once per call
     options = {
         "steps": Option(int, 100, min=1, max=10_000, help="APGD iterations"),
         "restarts": Option(int, 1, min=1, max=100, help="APGD restarts"),
@@ -71,6 +72,7 @@ class APGDCE(Attack):
 
 @register_attack("apgd_t")
 class APGDT(Attack):
+    random_streams = "per batch"  # the library seeds its generator once per call
     options = {
         "steps": Option(int, 100, min=1, max=10_000, help="APGD iterations"),
         "restarts": Option(int, 1, min=1, max=100, help="APGD restarts"),
@@ -96,6 +98,7 @@ class APGDT(Attack):
 
 @register_attack("autoattack")
 class AutoAttackStandard(Attack):
+    random_streams = "per batch"  # the library seeds its generator once per call
     options = {
         "version": Option(str, "standard", choices=("standard", "rand"),
                           help="standard suite, or rand (APGD-CE and APGD-DLR with EOT 20) for randomized models"),

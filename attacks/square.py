@@ -20,6 +20,7 @@ from advrp2k.options import Option
 
 @register_attack("square")
 class Square(Attack):
+    random_streams = "per batch"  # the library seeds its generator once per call
     gradient_free = True
     options = {
         "queries": Option(int, 1000, min=1, max=1_000_000, help="random-search queries"),

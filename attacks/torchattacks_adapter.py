@@ -88,6 +88,7 @@ class _Watch(nn.Module):
 
 class TorchattacksAttack(Attack):
     """Base of the ``ta:<Name>`` plugins; ``ta_class`` is the torchattacks class."""
+    random_streams = "per batch"  # the library seeds its generator once per call
 
     ta_class = None
     library = ""

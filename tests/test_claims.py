@@ -1,0 +1,143 @@
+"""Numbers exactly as strong as they claim (issue: correctness review): the ball and box checked by
+the engine whatever a plugin does, --seed reaching the attacks, results never replayed across
+settings, entries that agree with their per-example files, fp32 verdicts without TF32."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from advrp2k._eps import parse_eps
+from advrp2k._registry import ATTACKS, register_attack
+from advrp2k.attack_base import Attack, AttackResult
+from advrp2k.attack_spec import AttackSpec
+from advrp2k.cli import cli
+from advrp2k.errors import AttackContractError
+from advrp2k.evaluator import evaluate
+from conftest import tiny_cnn
+
+
+def _data(n: int = 24, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+@pytest.fixture
+def inverting_attack():
+    """A plugin that overrides __call__ (skipping the base class's checks) and returns 1 - x."""
+    @register_attack("invert_cheat")
+    class Invert(Attack):
+        def __call__(self, model, x, y, init=None, generator=None, index=None):
+            return AttackResult((1 - x).detach(), torch.ones(len(x), dtype=torch.bool), 0, 0)
+
+    yield "invert_cheat"
+    ATTACKS.unregister("invert_cheat")
+
+
+def test_the_engine_checks_the_ball_whatever_the_plugin_does(inverting_attack):
+    x, y = _data()
+    model = tiny_cnn()
+    with pytest.raises(AttackContractError, match="invert_cheat stepped outside the eps-ball"):
+        evaluate(model, x, y, [AttackSpec(inverting_attack)], [parse_eps("8/255")], torch.device("cpu"),
+                 sanity_checks=False)
+
+
+def test_reseeded_adds_the_run_seed_to_declared_seeds_only():
+    spec = AttackSpec("pgd", {"steps": 5})
+    assert spec.reseeded(0) is spec  # the default run's records are unchanged
+    assert spec.reseeded(7).options == {"steps": 5, "seed": 7}
+    assert AttackSpec("pgd", {"seed": 1}).reseeded(7).options["seed"] == 8
+
+
+def _tiny_eval(tmp_path: Path, tiny_synth, *extra) -> dict:
+    args = ["eval", "--data", tiny_synth, "--epochs", 1, "--image-size", 12, "--n-examples", 40,
+            "--attack-eps", "2/255", "--attack-arg", "pgd.steps=3", "--leaderboard", tmp_path / "lb", *extra]
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    entry_path = result.output.strip().splitlines()[-1].removeprefix("wrote ").strip()
+    return json.loads(Path(entry_path).read_text(encoding="utf-8"))
+
+
+def test_seed_reaches_the_attacks_and_is_never_replayed(tiny_synth, tmp_path):
+    first = _tiny_eval(tmp_path, tiny_synth)
+    again = _tiny_eval(tmp_path, tiny_synth, "--seed", 7)
+    assert [a["seed"] for a in first["attacks"]] == [0]
+    assert [a["seed"] for a in again["attacks"]] == [7]  # the attack's own draws change with --seed
+    examples = tmp_path / "lb" / "examples" / "rp2k_synth" / "linf"
+    headers = [json.loads(p.read_text())["header"] for p in examples.glob("*.json")]
+    assert {h["seed"] for h in headers} == {7}  # the seed 7 run computed its own results
+
+
+def test_precision_and_escalation_are_part_of_the_results_key(tiny_synth, tmp_path):
+    from advrp2k.pipeline import attack_library_versions
+
+    _tiny_eval(tmp_path, tiny_synth)
+    published = next((tmp_path / "lb" / "examples" / "rp2k_synth" / "linf").glob("*.json"))
+    header = json.loads(published.read_text())["header"]
+    assert header["precision"] == "fp32" and header["escalate"] is True and header["compile"] is False
+    assert header["versions"] == attack_library_versions() and header["versions"]["torchattacks"]
+    entry = _tiny_eval(tmp_path, tiny_synth, "--no-escalate")
+    assert json.loads(published.read_text())["header"]["escalate"] is False  # recomputed, not replayed
+    assert "escalation" not in entry
+
+
+def test_an_entry_that_disagrees_with_its_per_example_results_is_refused():
+    import pandas as pd
+
+    from advrp2k.errors import IntegrityError
+    from advrp2k.pipeline import _check_entry_matches
+
+    table = pd.DataFrame({"clean_correct": [True, True, False, False], "robust@8/255": [True, False, False, False]})
+    _check_entry_matches({"clean_acc": 0.5, "robust_acc": {"8/255": 0.25}}, table)
+    with pytest.raises(IntegrityError, match="entry matches its per-example results"):
+        _check_entry_matches({"clean_acc": 0.5, "robust_acc": {"8/255": 0.5}}, table)
+    _check_entry_matches({"clean_acc": 0.5, "robust_acc": {"8/255": 0.25, "16/255": 0.0}}, table)  # nothing left
+    with pytest.raises(IntegrityError):
+        _check_entry_matches({"clean_acc": 0.5, "robust_acc": {"16/255": 0.25}}, table)
+
+
+def test_verdicts_run_without_tf32_and_restore_it():
+    from advrp2k.precision import fp32_verdicts
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        seen = []
+
+        class Probe(torch.nn.Module):
+            def forward(self, x):
+                seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+                return x.flatten(1)[:, :4] * 0
+
+        from advrp2k.evaluator import clean_pass
+
+        x, y = _data(4)
+        clean_pass(Probe(), x, y, torch.device("cpu"), batch_size=4)
+        assert seen and all(s == (False, False) for s in seen)
+        with fp32_verdicts():
+            pass
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_bf16_on_a_cpu_warns_once(caplog, monkeypatch):
+    from advrp2k import precision
+
+    monkeypatch.setattr(precision, "_warned_cpu_bf16", False)
+    with caplog.at_level(logging.WARNING):
+        precision.resolve_precision("bf16", torch.device("cpu"))
+        precision.resolve_precision("bf16", torch.device("cpu"))
+    assert caplog.text.count("bf16 on a CPU") == 1
+
+
+def test_the_entry_states_how_each_attack_keyed_its_randomness():
+    from advrp2k.pipeline import random_streams
+
+    assert random_streams([AttackSpec("pgd")]) == "per example: (attack seed, example index, restart)"
+    mixed = random_streams([AttackSpec("pgd"), AttackSpec("autoattack")])
+    assert "per example for pgd" in mixed and "per batch for autoattack" in mixed
