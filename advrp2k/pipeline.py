@@ -208,10 +208,11 @@ def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict |
         all(c in entry.get("attacks", []) for c in wanted) and {a.name for a in attacks} <= set(entry.get("per_attack", {})))
     # Per-group results depend on the attribute table (entries written before its digest was kept lack it).
     attributes = attributes_digest(prep.scan.attributes)
+    n_test = len(prep.scan.samples["test"])
     same = (not entry_problems(entry) and entry["reproducibility"].get("checkpoint_sha256") == loaded.sha256
             and entry["data"].get("fingerprint") == prep.scan.fingerprint and covered
             and entry["data"].get("attributes_sha256", attributes) == attributes
-            and (job.n_examples is None or entry["n_examples"] == job.n_examples))
+            and entry["n_examples"] == min(job.n_examples or n_test, n_test))  # a subset never stands for the whole
     return {"entry": entry, "path": str(path), "result": None, "reused": True} if same else None
 
 
@@ -230,6 +231,7 @@ def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResul
         "dataset": prep.source.name, "synthetic": prep.source.synthetic, "threat_model": "linf",
         "data": {"description": prep.source.description, "fingerprint": prep.scan.fingerprint,
                  "n_classes": len(prep.scan.classes), "image_size": prep.image_size, "split": "test",
+                 "n_test": len(prep.scan.samples["test"]),
                  "attributes_sha256": attributes_digest(prep.scan.attributes)},
         "defense": job.defense, "defense_config": defense.config(),
         "train_eps": eps.value if eps else None, "train_eps_label": eps.label if eps else None,

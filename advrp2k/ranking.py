@@ -12,6 +12,7 @@ resampled test sets for every entry).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 RANK_EPS = "8/255"
 RANKING_EPS = ("4/255", "8/255")
 ALPHA = 0.05
-RANKING_RULE = ("ranked by the worst case per example over PGD-20 and AutoAttack (standard) at 4/255 and 8/255; "
-                "entries evaluated without that suite are shown but not ranked")
+RANKING_RULE = ("ranked by the worst case per example over PGD-20 and AutoAttack (standard) at 4/255 and 8/255, "
+                "on the board's whole test set; entries evaluated without that suite, or on part of the test set, "
+                "are shown apart, not ranked")
 
 
 def ranking_suite():
@@ -55,29 +57,74 @@ def rank_key(entry: dict):
     return (-entry["robust_acc"].get(RANK_EPS, 0), -entry["clean_acc"], entry["model_id"])
 
 
-def boards(entries: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """Entries grouped by (dataset, threat model): ranked entries in rank order, then the unranked."""
-    out: dict[tuple[str, str], list[dict]] = {}
+@dataclass
+class Row:
+    """One entry of a board: its rank (None: shown apart, not ranked) and why it is not ranked."""
+
+    entry: dict
+    rank: int | None
+    unranked: str | None
+
+
+def test_set(entry: dict) -> tuple[str | None, int]:
+    return entry.get("data", {}).get("fingerprint"), entry["n_examples"]
+
+
+def whole_test_set(board: list[dict]) -> tuple[str | None, int] | None:
+    """The board's whole test set, ``(data fingerprint, number of test images)``: on the fingerprint
+    most of its entries share, the split's size as entries record it (``data.n_test``), else
+    the largest evaluation of it (entries written before ``n_test`` was recorded)."""
+    if not board:
+        return None
+    sizes: dict[str | None, int] = {}
+    for e in board:
+        fp, n = test_set(e)
+        sizes[fp] = max(sizes.get(fp, 0), e.get("data", {}).get("n_test") or n)
+    whole = [(fp, n) for fp, n in sizes.items()]
+    return max(whole, key=lambda t: (sum(test_set(e) == t for e in board), t[1]))
+
+
+def unranked_reason(entry: dict, whole: tuple[str | None, int] | None) -> str | None:
+    """Why ``entry`` is shown apart instead of ranked (None: it is ranked)."""
+    if not is_ranked(entry):
+        return "evaluated without the ranking suite (PGD-20 + AutoAttack)"
+    fp, n = test_set(entry)
+    if whole is not None and fp == whole[0] and n < whole[1]:
+        return f"partial evaluation: {n} of {whole[1]} test images"
+    if whole is not None and fp != whole[0]:
+        return "evaluated on another test set than the board's"
+    return None
+
+
+def boards(entries: list[dict]) -> dict[tuple[str, str], list[Row]]:
+    """Entries grouped by (dataset, threat model): the ranked ones (ranking suite, the board's whole
+    test set) in rank order, then the others with the reason they are shown apart."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
     for e in entries:
-        out.setdefault((e["dataset"], e["threat_model"]), []).append(e)
-    return {k: sorted(v, key=lambda e: (not is_ranked(e), rank_key(e))) for k, v in sorted(out.items())}
+        grouped.setdefault((e["dataset"], e["threat_model"]), []).append(e)
+    out = {}
+    for key, board in sorted(grouped.items()):
+        whole = whole_test_set(board)
+        marked = sorted(((e, unranked_reason(e, whole)) for e in board), key=lambda m: (m[1] is not None, rank_key(m[0])))
+        out[key] = [Row(e, k if why is None else None, why) for k, (e, why) in enumerate(marked, 1)]
+    return out
 
 
-def board_statistics(leaderboard: str | Path, rows: list[dict], seed: int = 0) -> dict[str, dict]:
+def board_statistics(leaderboard: str | Path, rows: list[Row], seed: int = 0) -> dict[str, dict]:
     """Per model id: ``rank_ci95`` and, towards the next entry down, ``next_p_holm`` and
-    ``next_differs``. Entries without usable per-example results, or evaluated on another test
-    set than the board's first such entry, are left out (and get no statistics)."""
-    tables, ids, reference = [], [], None
-    for e in (r for r in rows if is_ranked(r)):
+    ``next_differs``, computed over exactly the ranked entries shown: when one of them has no
+    usable per-example results, the board gets no statistics (rather than statistics of another list)."""
+    tables, ids = [], []
+    for e in (r.entry for r in rows if r.rank is not None):
         try:
             df = examples(entry_file(leaderboard, e["dataset"], e["threat_model"], e["model_id"]))
         except UsageError as exc:
-            log.info("no ranking statistics for %s: %s", e["model_id"], exc)
-            continue
-        key = (e.get("data", {}).get("fingerprint"), tuple(df["label"]))
-        if ROBUST + RANK_EPS not in df or (reference is not None and key != reference):
-            continue
-        reference = reference or key
+            log.info("no ranking statistics for this board: %s: %s", e["model_id"], exc)
+            return {}
+        if ROBUST + RANK_EPS not in df or (tables and len(df) != len(tables[0])):
+            log.info("no ranking statistics for this board: %s has no per-example results at %s on its test set",
+                     e["model_id"], RANK_EPS)
+            return {}
         tables.append(df[ROBUST + RANK_EPS].to_numpy())
         ids.append(e["model_id"])
     if not ids:
@@ -94,10 +141,11 @@ def ranked_table(leaderboard: str | Path, entries: list[dict]) -> pd.DataFrame:
     rows = []
     for (dataset, threat), board in boards(entries).items():
         stats = board_statistics(leaderboard, board)
-        for rank, e in enumerate(board, 1):
+        for r in board:
+            e = r.entry
             ci, st = e.get("ci95", {}), stats.get(e["model_id"], {})
             row = {"dataset": dataset, "threat_model": threat, "synthetic": e["synthetic"],
-                   "rank": rank if is_ranked(e) else None,
+                   "rank": r.rank, "not_ranked_because": r.unranked,
                    "rank_ci95_low": (st.get("rank_ci95") or [None])[0],
                    "rank_ci95_high": (st.get("rank_ci95") or [None, None])[1],
                    "model_id": e["model_id"], "name": e.get("name", ""), "defense": e["defense"],

@@ -16,7 +16,7 @@ import jinja2
 from ._io import write_json, write_text
 from .leaderboard import eps_value, load_entries, read_regular_file
 from .plots import accuracy_svg, fig7_svg, severity_svg
-from .ranking import RANKING_RULE, board_statistics, boards, is_ranked, paper_protocol_acc
+from .ranking import RANKING_RULE, board_statistics, boards, paper_protocol_acc
 from .table5 import EPS_LABELS, PAPER, ROW_NAMES
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -46,12 +46,13 @@ def _sections(entries: list[dict], leaderboard: Path) -> list[dict]:
         keys.insert(0, ("rp2k", "linf", False))  # the paper's rows have a home even before any real entry
     out = []
     for dataset, threat, synthetic in keys:
-        rows = boards(entries).get((dataset, threat), [])
-        stats = board_statistics(leaderboard, rows)
-        for rank, e in enumerate(rows, 1):
-            e["_stats"] = stats.get(e["model_id"], {})
-            e["_rank"] = rank if is_ranked(e) else None
-            e["_pgd"] = paper_protocol_acc(e)
+        board = boards(entries).get((dataset, threat), [])
+        stats = board_statistics(leaderboard, board)
+        rows = [r.entry for r in board]
+        for r in board:
+            r.entry["_stats"] = stats.get(r.entry["model_id"], {})
+            r.entry["_rank"], r.entry["_unranked"] = r.rank, r.unranked
+            r.entry["_pgd"] = paper_protocol_acc(r.entry)
         paper = _paper_rows() if dataset == "rp2k" and threat == "linf" else []
         out.append({"dataset": dataset, "threat_model": threat, "synthetic": synthetic, "rows": rows, "paper": paper})
     return out

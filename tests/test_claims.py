@@ -141,3 +141,52 @@ def test_the_entry_states_how_each_attack_keyed_its_randomness():
     assert random_streams([AttackSpec("pgd")]) == "per example: (attack seed, example index, restart)"
     mixed = random_streams([AttackSpec("pgd"), AttackSpec("autoattack")])
     assert "per example for pgd" in mixed and "per batch for autoattack" in mixed
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_partial_evaluation_is_shown_apart_and_never_tops_the_board(tmp_path):
+    import shutil
+
+    from advrp2k.ranking import ranked_table
+
+    lb = tmp_path / "lb"
+    shutil.copytree(REPO / "leaderboard" / "entries", lb / "entries")
+    shutil.copytree(REPO / "leaderboard" / "examples", lb / "examples")
+    folder = lb / "entries" / "rp2k_synth" / "linf"
+    partial = json.loads((folder / "Standard_smallcnn.json").read_text(encoding="utf-8"))
+    partial.update({"model_id": "Partial_smallcnn", "n_examples": 100, "clean_acc": 0.95,
+                    "robust_acc": {"4/255": 0.9, "8/255": 0.9}})
+    partial.pop("ci95", None)
+    (folder / "Partial_smallcnn.json").write_text(json.dumps(partial), encoding="utf-8")
+    table = ranked_table(lb, [json.loads(p.read_text(encoding="utf-8")) for p in folder.glob("*.json")])
+    row = table.set_index("model_id").loc["Partial_smallcnn"]
+    assert pd_isna(row["rank"]) and row["not_ranked_because"] == "partial evaluation: 100 of 438 test images"
+    ranked = table[table["rank"].notna()].sort_values("rank")
+    assert ranked["model_id"].tolist() == ["Madry2018Towards_smallcnn_eps8-255", "Standard_smallcnn"]
+    assert ranked["rank_ci95_low"].notna().all()  # statistics over exactly the ranked list shown
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def test_a_subset_entry_never_stands_for_the_whole_split(tiny_synth, tmp_path):
+    from advrp2k.job import Job
+    from advrp2k.pipeline import run_eval
+    from advrp2k.protocols import get_protocol
+
+    def job(**kw):
+        return Job("standard", get_protocol("quick").override(epochs=1, image_size=12), data=tiny_synth,
+                   attacks=[AttackSpec("pgd", {"steps": 3, "restarts": 1})], attack_eps=[parse_eps("2/255")],
+                   leaderboard=tmp_path / "lb", **kw)
+
+    first = run_eval(job(n_examples=10))
+    assert first["entry"]["n_examples"] == 10 and first["entry"]["data"]["n_test"] > 10
+    whole = run_eval(job(reuse_entry=True))  # what reproduce table5 asks for
+    assert not whole.get("reused") and whole["entry"]["n_examples"] == first["entry"]["data"]["n_test"]
+    again = run_eval(job(reuse_entry=True))
+    assert again.get("reused")  # the whole-split entry is reused, as it should be
