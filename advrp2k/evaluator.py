@@ -184,9 +184,10 @@ def _resumed_clean(state: EvalState, clean: torch.Tensor, protocol) -> torch.Ten
 def _overturn_flags(engine) -> list[dict]:
     rec = engine.precision_record()
     if rec["overturned"] > OVERTURN_FLAG * max(1, rec["attacked"]):
-        return [{"check": "low-precision verdicts", "detail": f"fp32 overturned {rec['overturned']} of "
-                 f"{rec['attacked']} bf16 claims of a fooling point (> {OVERTURN_FLAG:.0%}); those examples were "
-                 f"counted robust, but bf16 attack steps may be too weak here: re-run with --precision fp32"}]
+        return [{"check": "low-precision verdicts", "detail": f"fp32 overturned {rec['overturned']} bf16 claims of a "
+                 f"fooling point, {rec['overturned'] / max(1, rec['attacked']):.1%} of the {rec['attacked']} attacked "
+                 f"examples (> {OVERTURN_FLAG:.0%}); each was attacked again in fp32, but bf16 attack steps look "
+                 f"weak here: re-run with --precision fp32"}]
     return []
 
 

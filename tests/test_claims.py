@@ -190,3 +190,43 @@ def test_a_subset_entry_never_stands_for_the_whole_split(tiny_synth, tmp_path):
     assert not whole.get("reused") and whole["entry"]["n_examples"] == first["entry"]["data"]["n_test"]
     again = run_eval(job(reuse_entry=True))
     assert again.get("reused")  # the whole-split entry is reused, as it should be
+
+
+def _autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch before 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+@pytest.fixture
+def bf16_liar():
+    """PGD, except that under bf16 autocast it claims every example fooled at its clean point."""
+    from advrp2k.attack_base import create_attack
+
+    @register_attack("bf16_liar")
+    class Liar(Attack):
+        refills = True
+
+        def perturb(self, model, x, y, init=None, generator=None):
+            if _autocast_on():
+                return AttackResult(x.clone(), torch.ones(len(x), dtype=torch.bool), len(x), 0)
+            pgd = create_attack("pgd", self.eps, steps=5)
+            pgd.example_index = self.example_index
+            return pgd.perturb(model, x, y, init=init, generator=generator)
+
+    yield "bf16_liar"
+    ATTACKS.unregister("bf16_liar")
+
+
+def test_bf16_claims_that_fp32_rejects_are_attacked_again_in_fp32(bf16_liar):
+    x, y = _data(32)
+    model = tiny_cnn().eval()
+    run = lambda precision: evaluate(model, x, y, [AttackSpec(bf16_liar)], [parse_eps("8/255")],
+                                     torch.device("cpu"), sanity_checks=False, precision=precision)
+    fp32, bf16 = run("fp32"), run("bf16")
+    assert torch.equal(bf16.robust["8/255"], fp32.robust["8/255"])  # nothing left robust by a bf16 artefact
+    assert 0 < fp32.robust["8/255"].sum() < fp32.clean_correct.sum()  # a test that can tell the two apart
+    rec = bf16.precision
+    assert rec["overturned"] == rec["reattacked_in_fp32"] == int(fp32.clean_correct.sum()) == rec["attacked"]
+    assert any(f["check"] == "low-precision verdicts" and "100.0% of the" in f["detail"] for f in bf16.flags)

@@ -36,7 +36,8 @@ def test_a_bf16_claim_overturned_by_fp32_is_not_counted_as_fooled():
     attack = [AttackSpec("pgd", {"steps": 3, "random_start": False})]
     res = evaluate(model, x, y, attack, [parse_eps("1/255")], CPU, precision="bf16", sanity_checks=False)
     assert res.clean_acc() == 1.0 and res.robust_acc()["1/255"] == 1.0  # fp32 verdicts: nobody fooled
-    assert res.precision == {"attacks": "bf16", "verdicts": "fp32", "overturned": 10, "attacked": 10}
+    assert res.precision == {"attacks": "bf16", "verdicts": "fp32", "overturned": 10, "reattacked_in_fp32": 10,
+                             "attacked": 10}
     assert any(f["check"] == "low-precision verdicts" for f in res.flags)  # > 1 % overturned: flagged
     fp32 = evaluate(model, x, y, attack, [parse_eps("1/255")], CPU, sanity_checks=False)
     assert fp32.precision["overturned"] == 0 and not fp32.flags
