@@ -128,6 +128,13 @@ class Attack:
     def config(self) -> dict:
         return {"eps": self.eps.value, "eps_label": self.eps.label, "seed": self.seed}
 
+    def evaluation_problem(self) -> str | None:
+        """Why this attack, as configured, cannot serve in an evaluation (None: it can): an option
+        whose path would not honour the evaluation's rules (any visited point counts, restarts,
+        warm starts from the smaller eps). The evaluation refuses it rather than record a config
+        that did not run."""
+        return None
+
     def check_output(self, x: torch.Tensor, x_adv: torch.Tensor) -> None:
         """FAIL unless ``x_adv`` is finite, in [0, 1] and within eps of ``x`` (float64 comparison)."""
         check_ball_and_box(type(self).__name__, self.eps, x, x_adv)

@@ -6,6 +6,8 @@ per-example bookkeeping honest: every claim an attack makes is re-verified in a 
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from . import distributed
@@ -13,6 +15,7 @@ from ._eps import Eps
 from .attack_base import check_ball_and_box, frozen_eval
 from .checks import CONVERGENCE_ATTACKS, fail_if
 from .data.batches import batch_images
+from .errors import UsageError
 from .eval_state import EvalState
 from .precision import autocast, fp32_verdicts
 
@@ -72,6 +75,8 @@ class Engine:
 
     def _stage(self, spec, eps, candidates, still, adv_points) -> str:
         attack = spec.build(eps)
+        if attack.evaluation_problem():
+            raise UsageError(f"{spec.name}: {attack.evaluation_problem()}")
         self.configs.append(attack.config())
         key = f"{len(self.configs) - 1}:{spec.name}@{eps.label}"
         done, fooled_before = self.state.stage(key)
@@ -86,7 +91,7 @@ class Engine:
             attack.max_active, chunk = self.batch_size, REFILL_CHUNK * self.batch_size
         for idx in _batches(todo, chunk):
             xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
-            with autocast(self.precision, self.device):
+            with autocast(self.precision, self.device), counted_passes(self.model, self.counts):
                 res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx)
             check_ball_and_box(spec.name, eps, xb, res.x_adv)  # whatever the plugin's __call__ did
             # fp32 decides: a bf16 claim the fp32 model does not confirm is overturned, not a failure
@@ -96,8 +101,6 @@ class Engine:
                 preds = self._reattack_in_fp32(attack, spec.name, eps, xb, yb, idx, adv_points, res, preds,
                                                claimed & ~res.fooled)
             preds = preds.cpu().tolist()
-            self.counts["attack_forwards"] += res.forwards
-            self.counts["attack_backwards"] += res.backwards
             self.counts["attacked_examples"] += len(idx)
             fooled_now, adv_class, kept = [], [], []
             for i, f, xa, pred in zip(idx.tolist(), res.fooled.cpu().tolist(), res.x_adv.cpu(), preds):
@@ -126,15 +129,14 @@ class Engine:
         sub = rows.nonzero().squeeze(1)
         sub_cpu = sub.cpu()
         self.overturned += len(sub)
-        again = attack(self.model, xb[sub], yb[sub], init=_stack_init(adv_points, idx[sub_cpu], xb[sub]),
-                       index=idx[sub_cpu])
+        with counted_passes(self.model, self.counts):
+            again = attack(self.model, xb[sub], yb[sub], init=_stack_init(adv_points, idx[sub_cpu], xb[sub]),
+                           index=idx[sub_cpu])
         check_ball_and_box(name, eps, xb[sub], again.x_adv)
         sub_preds = _reverify(self.model, again, yb[sub], name, eps, self.batch_size, self.passes, strict=True)
         res.x_adv[sub], res.fooled[sub] = again.x_adv.to(res.x_adv.dtype), again.fooled
         preds = preds.clone()
         preds[sub] = sub_preds
-        self.counts["attack_forwards"] += again.forwards
-        self.counts["attack_backwards"] += again.backwards
         return preds
 
     def precision_record(self) -> dict:
@@ -146,6 +148,26 @@ class Engine:
     def _fooled(self, i: int, name: str, eps: Eps) -> None:
         if self.fooled_by[i] is None:
             self.fooled_by[i] = f"{name}@{eps.label}"
+
+
+@contextlib.contextmanager
+def counted_passes(model: torch.nn.Module, counts: dict):
+    """Count, into ``counts["attack_forwards"]`` and ``["attack_backwards"]``, the rows an attack
+    sends forward through ``model`` and the rows whose gradient flows back through it, by hooks
+    on the model: whatever the attack reports of itself (AutoAttack, Square and torchattacks
+    report nothing). A backward is counted on each forward's output, so a repeated forward of one
+    input (expectation over transformation) is not counted twice."""
+    def forward(_module, inputs, output):
+        rows = len(inputs[0]) if inputs and torch.is_tensor(inputs[0]) else 0
+        counts["attack_forwards"] += rows
+        if torch.is_tensor(output) and output.requires_grad:
+            output.register_hook(lambda grad: counts.__setitem__("attack_backwards", counts["attack_backwards"] + rows))
+
+    handle = model.register_forward_hook(forward)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _stack_init(adv_points, idx, xb):

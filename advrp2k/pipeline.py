@@ -60,7 +60,9 @@ def check_job(job: Job) -> None:
         raise UsageError(f"attack {', '.join(twice)} is listed twice in the suite: list each attack once "
                          f"(set its options instead of repeating it)")
     for spec in attacks:
-        spec.build(Eps(8 / 255, "8/255"))  # unknown attacks and bad options fail now
+        problem = spec.build(Eps(8 / 255, "8/255")).evaluation_problem()  # unknown attacks and bad options fail now
+        if problem:
+            raise UsageError(f"{spec.name}: {problem}")
     if job.hand_fields:
         from .leaderboard import validate_hand_fields
 

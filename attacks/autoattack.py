@@ -96,6 +96,16 @@ class APGDT(Attack):
         return AttackResult(x_adv, _fooled(model, x_adv, y))
 
 
+def _set_apgd_steps(apgd, steps: int) -> None:
+    """Give an APGD object ``steps`` iterations with the schedule its constructor derives from them
+    (step-size checkpoints at 22 %, minimum 6 %, decrement 3 % of the iterations): setting
+    ``n_iter`` alone would keep the 100-step schedule's 22/6/3, which is not the reference algorithm."""
+    apgd.n_iter, apgd.n_iter_orig = steps, steps
+    apgd.n_iter_2 = max(int(0.22 * steps), 1)
+    apgd.n_iter_min = max(int(0.06 * steps), 1)
+    apgd.size_decr = max(int(0.03 * steps), 1)
+
+
 @register_attack("autoattack")
 class AutoAttackStandard(Attack):
     random_streams = "per batch"  # the library seeds its generator once per call
@@ -123,15 +133,21 @@ class AutoAttackStandard(Attack):
                 "apgd_steps": self.apgd_steps, "n_target_classes": 9, "square_queries": self.square_queries,
                 "implementation": "pyautoattack"}
 
-    def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
+    def build(self, model, x):
+        """The reference AutoAttack for this batch, with this attack's budgets."""
         aa = autoattack_module().AutoAttack(model, eps=self.eps.value, norm="Linf", version=self.version,
                                             seed=self.seed, device=x.device)
         aa.verbose = False
         targets = _n_targets(model, x, 9)
         aa.apgd_targeted.n_target_classes = targets
         aa.fab.n_target_classes = targets
-        aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = self.apgd_steps
+        for apgd in (aa.apgd, aa.apgd_targeted):
+            _set_apgd_steps(apgd, self.apgd_steps)
+        aa.fab.n_iter = self.apgd_steps
         aa.square.n_queries = self.square_queries
-        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+        return aa
+
+    def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
+        x_adv, _ = self.build(model, x).run_standard_evaluation(x, y, batch_size=len(x))
         x_adv = x_adv.detach()
         return AttackResult(x_adv, _fooled(model, x_adv, y))

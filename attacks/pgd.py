@@ -12,6 +12,8 @@ Args (defaults):
     early_stop: True: an example leaves the batch the moment a visited point fools the model,
         and its slot is refilled from the examples (or restarts) still waiting (evaluation).
         Adversarial training passes False: every example runs every step, final point returned.
+        An evaluation refuses False (``evaluation_problem``), so every evaluation config ran with
+        True and the field is not recorded (recording it would change Madry's training key).
     seed: 0.
 
 An example counts as fooled if ANY visited point inside the ball fooled the model (the
@@ -61,6 +63,13 @@ class PGD(Attack):
         return {**super().config(), "name": "pgd", "steps": self.steps, "step_size": self.step_size,
                 "random_start": self.random_start, "restarts": self.restarts, "loss": self.loss,
                 **({"eot": self.eot} if self.eot > 1 else {})}
+
+    def evaluation_problem(self) -> str | None:
+        if self.early_stop:
+            return None
+        return ("pgd.early_stop=False is adversarial training's mode (every step runs and the final point is "
+                "returned, without restarts, warm starts or the any-visited-point rule): an evaluation always "
+                "stops an example at its first fooling point, which changes its cost, not its verdict; leave it out")
 
     @classmethod
     def randomized_options(cls, options: dict) -> dict:

@@ -230,3 +230,54 @@ def test_bf16_claims_that_fp32_rejects_are_attacked_again_in_fp32(bf16_liar):
     rec = bf16.precision
     assert rec["overturned"] == rec["reattacked_in_fp32"] == int(fp32.clean_correct.sum()) == rec["attacked"]
     assert any(f["check"] == "low-precision verdicts" and "100.0% of the" in f["detail"] for f in bf16.flags)
+
+
+def test_pgd_without_early_stop_is_refused_by_an_evaluation_before_any_work(tiny_synth, tmp_path):
+    result = CliRunner().invoke(cli, ["eval", "--data", str(tiny_synth), "--attack-arg", "pgd.early_stop=False",
+                                      "--attack-arg", "pgd.restarts=5", "--leaderboard", str(tmp_path / "lb")])
+    assert result.exit_code == 2 and "early_stop=False is adversarial training's mode" in result.output
+    assert not (tmp_path / "home").exists() or not list((tmp_path / "home").rglob("model.safetensors"))
+    with pytest.raises(Exception, match="early_stop=False"):
+        evaluate(tiny_cnn(), *_data(), [AttackSpec("pgd", {"early_stop": False})], [parse_eps("8/255")],
+                 torch.device("cpu"), sanity_checks=False)
+
+
+def test_autoattack_with_other_steps_follows_the_reference_schedule():
+    from advrp2k._compat import autoattack_module
+    from advrp2k.attack_base import create_attack
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    aa = create_attack("autoattack", "8/255", apgd_steps=1000).build(model, torch.rand(2, 3, 2, 2))
+    reference = autoattack_module().autopgd_base.APGDAttack(model, n_iter=1000, eps=8 / 255, device="cpu")
+    for apgd in (aa.apgd, aa.apgd_targeted):
+        assert (apgd.n_iter, apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr) == (1000, 220, 60, 30)
+        assert (apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr) == \
+            (reference.n_iter_2, reference.n_iter_min, reference.size_decr)
+
+
+class _NeverFooled(torch.nn.Module):
+    """Class 0 wins by a margin no eps-ball can close, so every PGD step runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 8 * 8, 4)
+        with torch.no_grad():
+            self.fc.bias.copy_(torch.tensor([100.0, 0.0, 0.0, 0.0]))
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_counts_come_from_hooks_on_the_model():
+    x, _ = _data(12)
+    y = torch.zeros(12, dtype=torch.long)
+    res = evaluate(_NeverFooled(), x, y, [AttackSpec("pgd", {"steps": 5})], [parse_eps("8/255")],
+                   torch.device("cpu"), sanity_checks=False)
+    assert res.counts["attack_forwards"] == 12 * 6 and res.counts["attack_backwards"] == 12 * 5
+
+
+def test_autoattack_work_is_counted(monkeypatch):
+    x, y = _data(8)
+    spec = AttackSpec("autoattack", {"apgd_steps": 3, "square_queries": 5})
+    res = evaluate(tiny_cnn(), x, y, [spec], [parse_eps("8/255")], torch.device("cpu"), sanity_checks=False)
+    assert res.counts["attack_forwards"] > 0 and res.counts["attack_backwards"] > 0
