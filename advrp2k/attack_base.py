@@ -39,6 +39,11 @@ class AttackResult:
     extra: dict = field(default_factory=dict)
 
 
+#: BatchNorm's mode while an attack runs, in evaluation and in adversarial training alike: eval,
+#: so attacks see the running statistics and never move them (recorded in entries of trained defenses).
+ATTACK_BATCHNORM = "eval: running statistics, never updated by the attack"
+
+
 @contextlib.contextmanager
 def frozen_eval(model: nn.Module):
     """Eval mode and no weight gradients for the duration; the previous state comes back after."""

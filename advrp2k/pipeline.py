@@ -24,7 +24,9 @@ from .data.tables import attributes_digest
 from .errors import UsageError
 from .eval_state import EvalState
 from .evaluator import AttackSpec, EvalResult, evaluate
+from .attack_base import ATTACK_BATCHNORM
 from .checks import fail_if, fail_if_nonfinite_weights
+from .defense_base import AdversarialTraining
 from .job import Job, Prepared, checkpoint_settings, prepare
 from .leaderboard import SCHEMA_VERSION, entry_file, write_entry
 from .model_store import LoadedModel, defense_for, get_model
@@ -281,6 +283,8 @@ def _repro(job, loaded: LoadedModel, result, device) -> dict:
             "device": str(device), "dataset_fingerprint": record.get("dataset_fingerprint"),
             "checkpoint_sha256": loaded.sha256, "processes": distributed.world_size(),
             "train_threads": loaded.train_threads,
+            **({"training_attacks_batchnorm": ATTACK_BATCHNORM}
+               if isinstance(defense_for(job)[1], AdversarialTraining) else {}),
             "random_streams": random_streams(job.attacks or default_attacks(job.protocol)),
             "wall_s": {"train": loaded.train_wall, "train_reused_from_cache": loaded.reused, "eval": result.wall_s},
             "counts": result.counts}

@@ -41,14 +41,17 @@ def ranking_suite():
 
 def is_ranked(entry: dict) -> bool:
     """True when the entry's attacks include PGD (at least 20 steps, cross-entropy) and AutoAttack
-    standard at its full budget (100 APGD steps, 5,000 Square queries) at both eps."""
+    at its full budget (100 APGD steps, 5,000 Square queries) at both eps: the standard version,
+    or for a randomized model (``evaluation_protocol.randomized``) the field's "rand" version,
+    which the evaluator switches to by itself."""
     attacks = [a for a in entry.get("attacks", []) if isinstance(a, dict)]
+    version = "rand" if (entry.get("evaluation_protocol") or {}).get("randomized") else "standard"
 
     def has(label, test):
         return any(a.get("eps_label") == label and test(a) for a in attacks)
 
     return all(has(lab, lambda a: a.get("name") == "pgd" and (a.get("steps") or 0) >= 20 and a.get("loss", "ce") == "ce")
-               and has(lab, lambda a: a.get("name") == "autoattack" and a.get("version") == "standard"
+               and has(lab, lambda a: a.get("name") == "autoattack" and a.get("version") == version
                        and (a.get("apgd_steps") or 0) >= 100 and (a.get("square_queries") or 0) >= 5000)
                for lab in RANKING_EPS)
 

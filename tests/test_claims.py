@@ -281,3 +281,24 @@ def test_autoattack_work_is_counted(monkeypatch):
     spec = AttackSpec("autoattack", {"apgd_steps": 3, "square_queries": 5})
     res = evaluate(tiny_cnn(), x, y, [spec], [parse_eps("8/255")], torch.device("cpu"), sanity_checks=False)
     assert res.counts["attack_forwards"] > 0 and res.counts["attack_backwards"] > 0
+
+
+def test_the_randomized_protocol_is_rankable_and_standard_entries_stay_ranked():
+    from advrp2k.ranking import is_ranked
+
+    entry = json.loads((REPO / "leaderboard/entries/rp2k_synth/linf/Madry2018Towards_smallcnn_eps8-255.json")
+                       .read_text(encoding="utf-8"))
+    assert is_ranked(entry)
+    rand = json.loads(json.dumps(entry))
+    for a in rand["attacks"]:
+        if a["name"] == "autoattack":
+            a["version"] = "rand"
+    assert not is_ranked(rand)  # "rand" on a deterministic model is not the ranking suite
+    rand["evaluation_protocol"] = {"randomized": True, "verdict_passes": 10}
+    assert is_ranked(rand)  # the evaluator's own protocol for a randomized defense is
+
+
+def test_entries_of_trained_defenses_record_the_batchnorm_mode_of_training_attacks(tiny_synth, tmp_path):
+    entry = _tiny_eval(tmp_path, tiny_synth, "--defense", "madry", "--eps", "2/255", "--defense-arg", "steps=1")
+    assert entry["reproducibility"]["training_attacks_batchnorm"].startswith("eval")
+    assert "training_attacks_batchnorm" not in _tiny_eval(tmp_path, tiny_synth)["reproducibility"]
