@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # the release's folders under all/, in the order the scan reads them
 SIGNATURE_BYTES = 4096
 
 

@@ -27,11 +27,10 @@ from ..errors import DataError
 from ..paths import cache_dir
 from ._mojibake import canonical_name, repair_name
 from .decode import ImageRefused, decode_image, resize_to_tensor
-from .listing import Listing, list_files, listing_key
+from .listing import SPLITS, Listing, list_files, listing_key
 from .tables import read_attributes, read_meta
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg"}
 SYSTEM_JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
 SCAN_VERSION = 2  # 2: strict JPEG decoding, Unicode-normalised names, content-signed key
@@ -88,7 +87,7 @@ def find_rp2k_root(path: str | Path) -> Path:
                     f"(or {path}/rp2k_dataset/all/train/<sku>/*.jpg)")
 
 
-def find_side_file(root: Path, name: str) -> Path | None:
+def _find_side_file(root: Path, name: str) -> Path | None:
     """``name`` (meta.csv, attributes.csv) beside ``all/`` or one level up, if it is a file."""
     for folder in (root, root.parent):
         if (folder / name).is_file():
@@ -138,7 +137,7 @@ class _SideFiles:
 
     @classmethod
     def read(cls, root: Path) -> "_SideFiles":
-        meta, attrs = find_side_file(root, "meta.csv"), find_side_file(root, "attributes.csv")
+        meta, attrs = _find_side_file(root, "meta.csv"), _find_side_file(root, "attributes.csv")
         meta_skus, by_base, notes = read_meta(meta) if meta else (None, {}, [])
         return cls(meta, meta_skus, by_base, attrs, read_attributes(attrs) if attrs else {}, notes)
 

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ._mojibake import canonical_name
-
-SPLITS = ("train", "test")
+from .listing import SPLITS
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
