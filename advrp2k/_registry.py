@@ -16,7 +16,7 @@ from importlib import metadata
 from typing import Any, Callable
 
 from ._version import __version__
-from .errors import PluginError
+from .errors import PluginError, UnknownPluginError
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,27 @@ class Registry:
             for hint in self.hints:
                 message = hint(name)
                 if message:
-                    raise PluginError(message)
-            known = ", ".join(sorted(self._plugins)) or "(none)"
-            hint = ""
-            if _load_failures:
-                hint = "; note: " + "; ".join(_load_failures.values())
-            raise PluginError(f"unknown {self.kind} {name!r}: known {self.kind}s are {known}{hint}")
+                    raise UnknownPluginError(message)
+            raise UnknownPluginError(self._unknown(name))
         return self._plugins[name]
+
+    def _unknown(self, name: str) -> str:
+        """One line: the closest known names (or all of them, when few), and how to add one."""
+        import difflib
+
+        names = sorted(self._plugins)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        if close:
+            known = f"did you mean {' or '.join(map(repr, close))}? ({len(names)} known: advrp2k list {self.kind}s)"
+        elif len(names) <= 12:
+            known = f"known {self.kind}s are {', '.join(names) or '(none)'}"
+        else:
+            known = f"{len(names)} are known: advrp2k list {self.kind}s shows them"
+        article = "an" if self.kind[0] in "aeiou" else "a"
+        own = f"; {article} {self.kind} of your own registers with @register_{self.kind}({name!r}) in a module loaded " \
+              f"with 'advrp2k -p MODULE' or an installed plugin package"
+        failures = "; note: " + "; ".join(_load_failures.values()) if _load_failures else ""
+        return f"unknown {self.kind} {name!r}: {known}{own}{failures}"
 
     def get(self, name: str) -> Any:
         return self.info(name).obj

@@ -13,6 +13,10 @@ class PluginError(Advrp2kError):
     """Unknown, duplicate or broken plugin."""
 
 
+class UnknownPluginError(PluginError, UsageError):
+    """A plugin name that no registry knows: a usage error (exit status 2) naming the closest ones."""
+
+
 class DataError(Advrp2kError):
     """The data folder is missing, malformed or not RP2K."""
 

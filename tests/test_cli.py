@@ -103,7 +103,7 @@ def test_list_and_bad_defense():
     listed = run("list", "defenses")
     assert "madry" in listed.output and "standard" in listed.output
     bad = run("eval", "--defense", "nope")
-    assert bad.exit_code == 1 and "unknown defense 'nope'" in bad.output
+    assert bad.exit_code == 2 and "unknown defense 'nope'" in bad.output  # a usage error, as the README says
 
 
 def test_data_inspect_json(fake_release):
