@@ -83,7 +83,8 @@ class Registry:
                 message = hint(name)
                 if message:
                     raise UnknownPluginError(message)
-            raise UnknownPluginError(self._unknown(name))
+            # A name whose package failed to load is a broken plugin (exit 1), not a typo (exit 2).
+            raise (PluginError if name in _load_failures else UnknownPluginError)(self._unknown(name))
         return self._plugins[name]
 
     def _unknown(self, name: str) -> str:
