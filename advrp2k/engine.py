@@ -75,8 +75,9 @@ class Engine:
 
     def _stage(self, spec, eps, candidates, still, adv_points) -> str:
         attack = spec.build(eps)
-        if attack.evaluation_problem():
-            raise UsageError(f"{spec.name}: {attack.evaluation_problem()}")
+        problem = attack.evaluation_problem()
+        if problem:
+            raise UsageError(f"{spec.name}: {problem}")
         self.configs.append(attack.config())
         key = f"{len(self.configs) - 1}:{spec.name}@{eps.label}"
         done, fooled_before = self.state.stage(key)

@@ -73,10 +73,13 @@ def prepare(job: Job) -> Prepared:
     return Prepared(source, scan, size)
 
 
-def checkpoint_settings(job: Job) -> dict:
+def checkpoint_settings(job: Job, record: dict | None = None) -> dict:
     """What ``--checkpoint``'s record states about the input (``image_size``, ``arch``); empty
     without a checkpoint. The model's normalisation needs no setting: it is a layer inside the
     model, its mean and std in the weights.
+
+    Args:
+        record: the checkpoint's record when the caller has read it already.
 
     Raises:
         UsageError: a value given on the command line contradicts the record.
@@ -84,7 +87,7 @@ def checkpoint_settings(job: Job) -> dict:
     """
     if job.checkpoint is None:
         return {}
-    record = read_checkpoint(job.checkpoint).record
+    record = record if record is not None else read_checkpoint(job.checkpoint).record
     stated = {k: record[k] for k in ("image_size", "arch") if record.get(k) is not None}
     for key, value in stated.items():
         given = job.explicit.get(key)

@@ -72,8 +72,9 @@ def check_job(job: Job) -> None:
     check_output_dir(job.leaderboard, "--leaderboard")
     check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
     if job.checkpoint is not None:  # an unreadable, unsafe, contradicted or non-finite checkpoint fails now too
-        checkpoint_settings(job)
-        fail_if_nonfinite_weights(read_checkpoint(job.checkpoint).state, f"checkpoint {job.checkpoint}")
+        ckpt = read_checkpoint(job.checkpoint)
+        checkpoint_settings(job, ckpt.record)
+        fail_if_nonfinite_weights(ckpt.state, f"checkpoint {job.checkpoint}")
     else:
         weights_identity(job.protocol.arch, job.pretrained, job.model_dir)  # so do missing or unsafe weights
 
