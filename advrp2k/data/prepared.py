@@ -68,11 +68,14 @@ def check_space(scan, size: int) -> None:
 
 
 def prepare(scan, size: int, workers: int | None = None, progress=None) -> Path:
-    """Decode every usable image of ``scan`` at ``size`` into shards; resumable, locked while written."""
+    """Decode every usable image of ``scan`` at ``size`` into shards; resumable, locked while written.
+
+    Each shard is verified once (size and checksum) and rewritten only when it is missing, cut
+    short or changed, so a complete cache costs one hashing pass and a damaged one is repaired
+    shard by shard; decoding processes start only when a shard is written.
+    """
     folder = prepared_dir(scan.fingerprint, size)
     with item_lock(folder, f"the prepared cache {folder}"):
-        if is_prepared(scan, size):
-            return folder
         total = sum(len(v) for v in scan.samples.values())
         bar = progress(total=total, desc=f"preparing {size} px") if progress else None
         workers = workers or max(1, min(8, os.cpu_count() or 1))
@@ -83,9 +86,11 @@ def prepare(scan, size: int, workers: int | None = None, progress=None) -> Path:
                 for k in range(0, len(items), SHARD):
                     name = f"{split}-{k // SHARD:05d}.npy"
                     part = items[k:k + SHARD]
-                    if _shard_problem(folder / name, len(part), size, _recorded_digest(folder / name)):
+                    digest = _recorded_digest(folder / name)
+                    if _shard_problem(folder / name, len(part), size, digest):
                         _write_shard(folder / name, scan.root, part, size, pool, workers)
-                    shards.append({"file": name, "n": len(part), "sha256": _recorded_digest(folder / name)})
+                        digest = _recorded_digest(folder / name)
+                    shards.append({"file": name, "n": len(part), "sha256": digest})
                     if bar is not None:
                         bar.update(len(part))
                 index["splits"][split] = {"shards": shards, "labels": [lab for _, lab in items],
