@@ -17,6 +17,20 @@ class AttackSpec:
     def build(self, eps: Eps):
         return create_attack(self.name, eps, **self.options)
 
+    def build_for_evaluation(self, eps: Eps):
+        """``build(eps)``, refusing an attack whose options an evaluation would not honour.
+
+        Raises:
+            UsageError: naming the attack and the option (``Attack.evaluation_problem``).
+        """
+        from .errors import UsageError
+
+        attack = self.build(eps)
+        problem = attack.evaluation_problem()
+        if problem:
+            raise UsageError(f"{self.name}: {problem}")
+        return attack
+
     def reseeded(self, offset: int) -> "AttackSpec":
         """This attack with ``offset`` (the run's ``--seed``) added to its own seed, so a run's seed
         reaches every random stream of its suite (and of the attacks that checks call for).

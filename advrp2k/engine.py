@@ -15,7 +15,6 @@ from ._eps import Eps
 from .attack_base import check_ball_and_box, frozen_eval
 from .checks import CONVERGENCE_ATTACKS, fail_if
 from .data.batches import batch_images
-from .errors import UsageError
 from .eval_state import EvalState
 from .precision import autocast, fp32_verdicts
 
@@ -74,10 +73,7 @@ class Engine:
         return merged
 
     def _stage(self, spec, eps, candidates, still, adv_points) -> str:
-        attack = spec.build(eps)
-        problem = attack.evaluation_problem()
-        if problem:
-            raise UsageError(f"{spec.name}: {problem}")
+        attack = spec.build_for_evaluation(eps)
         self.configs.append(attack.config())
         key = f"{len(self.configs) - 1}:{spec.name}@{eps.label}"
         done, fooled_before = self.state.stage(key)

@@ -62,9 +62,7 @@ def check_job(job: Job) -> None:
         raise UsageError(f"attack {', '.join(twice)} is listed twice in the suite: list each attack once "
                          f"(set its options instead of repeating it)")
     for spec in attacks:
-        problem = spec.build(Eps(8 / 255, "8/255")).evaluation_problem()  # unknown attacks and bad options fail now
-        if problem:
-            raise UsageError(f"{spec.name}: {problem}")
+        spec.build_for_evaluation(Eps(8 / 255, "8/255"))  # unknown attacks and bad or unhonoured options fail now
     if job.hand_fields:
         from .leaderboard import validate_hand_fields
 
@@ -252,7 +250,7 @@ def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResul
         **({"per_attack": result.per_attack} if result.per_attack else {}),
         **({"autoattack_acc": result.per_attack["autoattack"]} if "autoattack" in result.per_attack else {}),
         "date": datetime.date.today().isoformat(),
-        "reproducibility": _repro(job, loaded, result, device),
+        "reproducibility": _repro(job, defense, loaded, result, device),
         **job.hand_fields,
     }
     return entry
@@ -274,7 +272,7 @@ def _eps_of(result: EvalResult, label: str) -> float:
     return next(a["eps"] for a in result.attacks if a["eps_label"] == label)
 
 
-def _repro(job, loaded: LoadedModel, result, device) -> dict:
+def _repro(job, defense, loaded: LoadedModel, result, device) -> dict:
     import torchvision
 
     record = loaded.record
@@ -285,7 +283,7 @@ def _repro(job, loaded: LoadedModel, result, device) -> dict:
             "checkpoint_sha256": loaded.sha256, "processes": distributed.world_size(),
             "train_threads": loaded.train_threads,
             **({"training_attacks_batchnorm": ATTACK_BATCHNORM}
-               if isinstance(defense_for(job)[1], AdversarialTraining) else {}),
+               if isinstance(defense, AdversarialTraining) else {}),
             "random_streams": random_streams(job.attacks or default_attacks(job.protocol)),
             "wall_s": {"train": loaded.train_wall, "train_reused_from_cache": loaded.reused, "eval": result.wall_s},
             "counts": result.counts}
