@@ -83,8 +83,7 @@ def whole_test_set(board: list[dict]) -> tuple[str | None, int] | None:
     for e in board:
         fp, n = test_set(e)
         sizes[fp] = max(sizes.get(fp, 0), e.get("data", {}).get("n_test") or n)
-    whole = [(fp, n) for fp, n in sizes.items()]
-    return max(whole, key=lambda t: (sum(test_set(e) == t for e in board), t[1]))
+    return max(sizes.items(), key=lambda t: (sum(test_set(e) == t for e in board), t[1]))
 
 
 def unranked_reason(entry: dict, whole: tuple[str | None, int] | None) -> str | None:
