@@ -1,20 +1,63 @@
 """advrp2k: an adversarial-robustness benchmark suite for RP2K retail products.
 
-The public API below is what plugins use: the ``register_*`` decorators, the ``Attack`` and
-``TrainingDefense``/``TestTimeDefense`` base classes, and the factories. See the README,
-"Write and submit a defense".
-"""
-from ._eps import Eps, parse_eps, parse_eps_list
-from ._registry import (ATTACKS, ARCHS, DATASETS, DEFENSES, load_plugins, register_arch, register_attack,
-                        register_dataset, register_defense)
-from ._version import __version__
-from .attack_base import Attack, AttackResult, create_attack, frozen_eval, project_linf
-from .defense_base import AdversarialTraining, Defense, TestTimeDefense, TrainingDefense, create_defense
-from .errors import Advrp2kError
-from .models import create_model, list_archs
-from .options import Option
+The public API below is what plugins use, built-in and third-party alike: the ``register_*``
+decorators, the ``Attack`` and ``TrainingDefense``/``TestTimeDefense`` base classes, declared
+``Option``s, the factories and the helpers an attack needs. See ``docs/plugins.md``.
 
-__all__ = ["Eps", "parse_eps", "parse_eps_list", "ATTACKS", "ARCHS", "DATASETS", "DEFENSES", "load_plugins",
-           "register_arch", "register_attack", "register_dataset", "register_defense", "__version__", "Attack",
-           "AttackResult", "create_attack", "frozen_eval", "project_linf", "AdversarialTraining", "Defense",
-           "TestTimeDefense", "TrainingDefense", "create_defense", "Advrp2kError", "create_model", "list_archs", "Option"]
+Names are imported on first use (PEP 562), so ``import advrp2k`` and ``advrp2k --help`` do not
+load torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from advrp2k._version import __version__
+
+#: public name -> the module that defines it
+_PUBLIC = {
+    "Eps": "advrp2k.core.eps", "parse_eps": "advrp2k.core.eps", "parse_eps_list": "advrp2k.core.eps",
+    "Advrp2kError": "advrp2k.core.errors", "autoattack_module": "advrp2k.core.compat",
+    "ATTACKS": "advrp2k.plugins.registry", "ARCHS": "advrp2k.plugins.registry",
+    "DATASETS": "advrp2k.plugins.registry", "DEFENSES": "advrp2k.plugins.registry",
+    "load_plugins": "advrp2k.plugins.registry", "register_arch": "advrp2k.plugins.registry",
+    "register_attack": "advrp2k.plugins.registry", "register_dataset": "advrp2k.plugins.registry",
+    "register_defense": "advrp2k.plugins.registry", "Option": "advrp2k.plugins.options",
+    "Attack": "advrp2k.plugins.attack", "AttackResult": "advrp2k.plugins.attack",
+    "BALL_TOLERANCE": "advrp2k.plugins.attack", "create_attack": "advrp2k.plugins.attack",
+    "frozen_eval": "advrp2k.plugins.attack", "project_linf": "advrp2k.plugins.attack",
+    "LOSSES": "advrp2k.plugins.losses",
+    "AdversarialTraining": "advrp2k.plugins.defense", "Defense": "advrp2k.plugins.defense",
+    "TestTimeDefense": "advrp2k.plugins.defense", "TrainingDefense": "advrp2k.plugins.defense",
+    "create_defense": "advrp2k.plugins.defense",
+    "create_model": "advrp2k.models.factory", "list_archs": "advrp2k.models.factory",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'advrp2k' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; nothing here runs
+    from advrp2k.core.compat import autoattack_module
+    from advrp2k.core.eps import Eps, parse_eps, parse_eps_list
+    from advrp2k.core.errors import Advrp2kError
+    from advrp2k.models.factory import create_model, list_archs
+    from advrp2k.plugins.attack import BALL_TOLERANCE, Attack, AttackResult, create_attack, frozen_eval, project_linf
+    from advrp2k.plugins.defense import (AdversarialTraining, Defense, TestTimeDefense, TrainingDefense,
+                                         create_defense)
+    from advrp2k.plugins.losses import LOSSES
+    from advrp2k.plugins.options import Option
+    from advrp2k.plugins.registry import (ARCHS, ATTACKS, DATASETS, DEFENSES, load_plugins, register_arch,
+                                          register_attack, register_dataset, register_defense)

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._eps import parse_eps
-from ._registry import DEFENSES
-from .checks import state_digest
-from .defense_base import TestTimeDefense, TrainingDefense, create_defense
-from .models import create_model
-from .training import TrainSettings, train
+from advrp2k.core.eps import parse_eps
+from advrp2k.plugins.registry import DEFENSES
+from advrp2k.eval.checks import state_digest
+from advrp2k.plugins.defense import TestTimeDefense, TrainingDefense, create_defense
+from advrp2k.models.factory import create_model
+from advrp2k.train.trainer import TrainSettings, train
 
 
 @dataclass

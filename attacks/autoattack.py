@@ -1,6 +1,6 @@
 """APGD-CE, APGD-T and AutoAttack "standard" (Croce and Hein 2020, "Reliable evaluation of
 adversarial robustness with an ensemble of diverse parameter-free attacks", arXiv:2003.01690),
-from the reference code as PyPI ships it (``pyautoattack``, imported through advrp2k._compat).
+from the reference code as PyPI ships it (``pyautoattack``, imported through advrp2k.core.compat).
 
 Traps pinned down here:
 * targeted attacks use the top 9 classes (``n_target_classes=9``, fewer when the model has
@@ -21,10 +21,7 @@ import logging
 
 import torch
 
-from advrp2k._compat import autoattack_module
-from advrp2k._registry import register_attack
-from advrp2k.attack_base import Attack, AttackResult
-from advrp2k.options import Option
+from advrp2k import Attack, AttackResult, Option, autoattack_module, register_attack
 
 logging.getLogger("auto-attack").setLevel(logging.WARNING)
 

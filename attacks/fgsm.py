@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from advrp2k._registry import register_attack
-from advrp2k.attack_base import Attack, AttackResult, project_linf
-from advrp2k.losses import LOSSES
-from advrp2k.options import Option
+from advrp2k import LOSSES, Attack, AttackResult, Option, project_linf, register_attack
 
 
 @register_attack("fgsm")

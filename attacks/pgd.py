@@ -26,10 +26,7 @@ from collections import deque
 
 import torch
 
-from advrp2k._registry import register_attack
-from advrp2k.attack_base import Attack, AttackResult, project_linf
-from advrp2k.losses import LOSSES
-from advrp2k.options import Option
+from advrp2k import LOSSES, Attack, AttackResult, Option, project_linf, register_attack
 
 EOT_SAMPLES = 10  # gradient samples per step against a randomized model (Athalye et al. 2018)
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from advrp2k._compat import autoattack_module
-from advrp2k._registry import register_attack
-from advrp2k.attack_base import Attack, AttackResult
-from advrp2k.options import Option
+from advrp2k import Attack, AttackResult, Option, autoattack_module, register_attack
 
 
 @register_attack("square")

@@ -26,9 +26,7 @@ import inspect
 import torch
 from torch import nn
 
-from advrp2k._registry import ATTACKS, register_attack
-from advrp2k.attack_base import BALL_TOLERANCE, Attack, AttackResult
-from advrp2k.options import Option
+from advrp2k import ATTACKS, BALL_TOLERANCE, Attack, AttackResult, Option, register_attack
 
 #: torchattacks attacks that are not l_inf (or not budgeted attacks at all), with their norm.
 NOT_LINF = {"CW": "L2", "PGDL2": "L2", "PGDRSL2": "L2", "DeepFool": "L2", "EADEN": "elastic-net (L1 + L2)",

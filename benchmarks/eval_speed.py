@@ -30,10 +30,10 @@ import time
 import torch
 
 from advrp2k import frozen_eval, parse_eps
-from advrp2k.evaluator import AttackSpec, evaluate
-from advrp2k.models import resolve_device
-from advrp2k.pipeline import Job, default_eval_batch_size, get_model, prepare
-from advrp2k.protocols import get_protocol
+from advrp2k.eval.evaluator import AttackSpec, evaluate
+from advrp2k.models.factory import resolve_device
+from advrp2k.jobs.run import Job, default_eval_batch_size, get_model, prepare
+from advrp2k.jobs.protocols import get_protocol
 from advrp2k.data import load_split
 
 
@@ -139,8 +139,8 @@ THEIRS_SCRIPT = """
 import sys, torch, torchattacks
 from advrp2k import parse_eps
 from advrp2k.data import load_split
-from advrp2k.pipeline import Job, get_model, prepare
-from advrp2k.protocols import get_protocol
+from advrp2k.jobs.run import Job, get_model, prepare
+from advrp2k.jobs.protocols import get_protocol
 defense, eps_arg, bs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 job = Job(defense=defense, protocol=get_protocol("quick"), eps=parse_eps(eps_arg) if eps_arg != "-" else None)
 prep = prepare(job)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from advrp2k import create_defense, create_model, parse_eps
-from advrp2k.precision import autocast, prepare_model
+from advrp2k.core.precision import autocast, prepare_model
 
 TRAIN_IMAGES, TEST_IMAGES, EPOCHS = 345_000, 39_000, 150
 
@@ -80,9 +80,9 @@ def loader_ips(root: Path, size: int, batch: int, batches: int) -> tuple[float, 
 
 def eval_numbers(root: Path, size: int, device, n_pgd: int, n_aa: int, classes: int) -> dict:
     from advrp2k.data import load_split, scan_rp2k
-    from advrp2k.evaluator import AttackSpec, evaluate
+    from advrp2k.eval.evaluator import AttackSpec, evaluate
 
-    from advrp2k.data.batches import batch_images
+    from advrp2k.core.batches import batch_images
 
     scan = scan_rp2k(root)
     x, _ = load_split(scan, "test", size)

@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from advrp2k.protocols import get_protocol
+from advrp2k.jobs.protocols import get_protocol
 from gpu_suite import train_ips  # the same timed training steps (this folder is on sys.path)
 
 TRAIN_IMAGES = 345_000  # about 0.9 of RP2K's 384,311 images

@@ -7,10 +7,7 @@ Options (``--defense-arg key=value``):
 One gradient step per batch instead of PGD's k: roughly the cost of standard training
 times two. It reuses the ``fgsm`` attack plugin with ``random_start=True``.
 """
-from advrp2k._registry import register_defense
-from advrp2k.attack_base import create_attack
-from advrp2k.defense_base import AdversarialTraining
-from advrp2k.options import Option
+from advrp2k import AdversarialTraining, Option, create_attack, register_defense
 
 
 @register_defense("fast_fgsm")

@@ -9,10 +9,7 @@ It reuses the very ``pgd`` attack plugin that evaluation uses, with a random sta
 without early stopping (training wants the loss-maximising point, not the first fooling one).
 The attack runs the model in eval mode, so generating examples never moves BatchNorm statistics.
 """
-from advrp2k._registry import register_defense
-from advrp2k.attack_base import create_attack
-from advrp2k.defense_base import AdversarialTraining
-from advrp2k.options import Option
+from advrp2k import AdversarialTraining, Option, create_attack, register_defense
 
 
 @register_defense("madry")

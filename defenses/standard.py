@@ -1,8 +1,7 @@
 """Regular (undefended) training: cross-entropy on clean images. The paper's baseline."""
 import torch.nn.functional as F
 
-from advrp2k._registry import register_defense
-from advrp2k.defense_base import TrainingDefense
+from advrp2k import TrainingDefense, register_defense
 
 
 @register_defense("standard")

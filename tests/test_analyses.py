@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from advrp2k.analyses import compare, curve, intervals, long_tail, severity
+from advrp2k.analysis.analyses import compare, curve, intervals, long_tail, severity
 from advrp2k.cli import cli
-from advrp2k.results import examples, frame
+from advrp2k.analysis.results import examples, frame
 
 FAST = ["--epochs", "1", "--image-size", "16"]
 
@@ -199,7 +199,7 @@ def test_curve_conflicts_with_attack_eps(tmp_path):
 def test_analysis_card_and_ranking_marks_in_chromium(two_entries, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from advrp2k.site import build_site
+    from advrp2k.board.site import build_site
     from test_site import ARTIFACTS, _driver
 
     lb = two_entries[0]

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from advrp2k import ATTACKS, create_attack
-from advrp2k.attack_base import Attack, AttackResult
-from advrp2k.errors import AttackContractError
+from advrp2k.plugins.attack import Attack, AttackResult
+from advrp2k.core.errors import AttackContractError
 from conftest import LinearModel, tiny_cnn
 
 EPS = 8 / 255

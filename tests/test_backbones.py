@@ -8,7 +8,7 @@ import torch
 import torchvision
 from click.testing import CliRunner
 
-from advrp2k.augment import augment_batch
+from advrp2k.train.augment import augment_batch
 from advrp2k.cli import cli
 
 TINY = ["--dataset", "rp2k_synth", "--epochs", "1", "--image-size", "16"]

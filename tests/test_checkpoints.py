@@ -5,9 +5,9 @@ import pickle
 import pytest
 import torch
 
-from advrp2k.checkpoints import check_classes, load_checkpoint, save_model
-from advrp2k.errors import CheckpointError
-from advrp2k.models import create_model
+from advrp2k.models.checkpoints import check_classes, load_checkpoint, save_model
+from advrp2k.core.errors import CheckpointError
+from advrp2k.models.factory import create_model
 
 
 class Payload:

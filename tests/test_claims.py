@@ -11,13 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from advrp2k._eps import parse_eps
-from advrp2k._registry import ATTACKS, register_attack
-from advrp2k.attack_base import Attack, AttackResult
-from advrp2k.attack_spec import AttackSpec
+from advrp2k.core.eps import parse_eps
+from advrp2k.plugins.registry import ATTACKS, register_attack
+from advrp2k.plugins.attack import Attack, AttackResult
+from advrp2k.plugins.attack_spec import AttackSpec
 from advrp2k.cli import cli
-from advrp2k.errors import AttackContractError
-from advrp2k.evaluator import evaluate
+from advrp2k.core.errors import AttackContractError
+from advrp2k.eval.evaluator import evaluate
 from conftest import tiny_cnn
 
 
@@ -73,7 +73,7 @@ def test_seed_reaches_the_attacks_and_is_never_replayed(tiny_synth, tmp_path):
 
 
 def test_precision_and_escalation_are_part_of_the_results_key(tiny_synth, tmp_path):
-    from advrp2k.pipeline import attack_library_versions
+    from advrp2k.jobs.run import attack_library_versions
 
     _tiny_eval(tmp_path, tiny_synth)
     published = next((tmp_path / "lb" / "examples" / "rp2k_synth" / "linf").glob("*.json"))
@@ -88,8 +88,8 @@ def test_precision_and_escalation_are_part_of_the_results_key(tiny_synth, tmp_pa
 def test_an_entry_that_disagrees_with_its_per_example_results_is_refused():
     import pandas as pd
 
-    from advrp2k.errors import IntegrityError
-    from advrp2k.pipeline import _check_entry_matches
+    from advrp2k.core.errors import IntegrityError
+    from advrp2k.jobs.run import _check_entry_matches
 
     table = pd.DataFrame({"clean_correct": [True, True, False, False], "robust@8/255": [True, False, False, False]})
     _check_entry_matches({"clean_acc": 0.5, "robust_acc": {"8/255": 0.25}}, table)
@@ -101,7 +101,7 @@ def test_an_entry_that_disagrees_with_its_per_example_results_is_refused():
 
 
 def test_verdicts_run_without_tf32_and_restore_it():
-    from advrp2k.precision import fp32_verdicts
+    from advrp2k.core.precision import fp32_verdicts
 
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
@@ -113,7 +113,7 @@ def test_verdicts_run_without_tf32_and_restore_it():
                 seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
                 return x.flatten(1)[:, :4] * 0
 
-        from advrp2k.evaluator import clean_pass
+        from advrp2k.eval.evaluator import clean_pass
 
         x, y = _data(4)
         clean_pass(Probe(), x, y, torch.device("cpu"), batch_size=4)
@@ -126,7 +126,7 @@ def test_verdicts_run_without_tf32_and_restore_it():
 
 
 def test_bf16_on_a_cpu_warns_once(caplog, monkeypatch):
-    from advrp2k import precision
+    from advrp2k.core import precision
 
     monkeypatch.setattr(precision, "_warned_cpu_bf16", False)
     with caplog.at_level(logging.WARNING):
@@ -136,7 +136,7 @@ def test_bf16_on_a_cpu_warns_once(caplog, monkeypatch):
 
 
 def test_the_entry_states_how_each_attack_keyed_its_randomness():
-    from advrp2k.pipeline import random_streams
+    from advrp2k.jobs.run import random_streams
 
     assert random_streams([AttackSpec("pgd")]) == "per example: (attack seed, example index, restart)"
     mixed = random_streams([AttackSpec("pgd"), AttackSpec("autoattack")])
@@ -149,7 +149,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_a_partial_evaluation_is_shown_apart_and_never_tops_the_board(tmp_path):
     import shutil
 
-    from advrp2k.ranking import ranked_table
+    from advrp2k.board.ranking import ranked_table
 
     lb = tmp_path / "lb"
     shutil.copytree(REPO / "leaderboard" / "entries", lb / "entries")
@@ -175,9 +175,9 @@ def pd_isna(value) -> bool:
 
 
 def test_a_subset_entry_never_stands_for_the_whole_split(tiny_synth, tmp_path):
-    from advrp2k.job import Job
-    from advrp2k.pipeline import run_eval
-    from advrp2k.protocols import get_protocol
+    from advrp2k.jobs.job import Job
+    from advrp2k.jobs.run import run_eval
+    from advrp2k.jobs.protocols import get_protocol
 
     def job(**kw):
         return Job("standard", get_protocol("quick").override(epochs=1, image_size=12), data=tiny_synth,
@@ -202,7 +202,7 @@ def _autocast_on() -> bool:
 @pytest.fixture
 def bf16_liar():
     """PGD, except that under bf16 autocast it claims every example fooled at its clean point."""
-    from advrp2k.attack_base import create_attack
+    from advrp2k.plugins.attack import create_attack
 
     @register_attack("bf16_liar")
     class Liar(Attack):
@@ -243,8 +243,8 @@ def test_pgd_without_early_stop_is_refused_by_an_evaluation_before_any_work(tiny
 
 
 def test_autoattack_with_other_steps_follows_the_reference_schedule():
-    from advrp2k._compat import autoattack_module
-    from advrp2k.attack_base import create_attack
+    from advrp2k.core.compat import autoattack_module
+    from advrp2k.plugins.attack import create_attack
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     aa = create_attack("autoattack", "8/255", apgd_steps=1000).build(model, torch.rand(2, 3, 2, 2))
@@ -284,7 +284,7 @@ def test_autoattack_work_is_counted(monkeypatch):
 
 
 def test_the_randomized_protocol_is_rankable_and_standard_entries_stay_ranked():
-    from advrp2k.ranking import is_ranked
+    from advrp2k.board.ranking import is_ranked
 
     entry = json.loads((REPO / "leaderboard/entries/rp2k_synth/linf/Madry2018Towards_smallcnn_eps8-255.json")
                        .read_text(encoding="utf-8"))

@@ -5,9 +5,9 @@ import pickle
 import pytest
 from click.testing import CliRunner
 
-from advrp2k.checkpoints import save_model
+from advrp2k.models.checkpoints import save_model
 from advrp2k.cli import cli
-from advrp2k.models import create_model
+from advrp2k.models.factory import create_model
 
 FAST = ["--epochs", "1", "--image-size", "16"]
 

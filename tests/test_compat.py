@@ -18,7 +18,7 @@ def test_import_advrp2k_does_not_import_robustbench_or_autoattack():
 
 @pytest.mark.skipif(_python("import robustbench").returncode == 0, reason="this environment's robustbench imports as is")
 def test_robustbench_imports_through_compat_and_leaves_no_shim():
-    out = _python("import sys; from advrp2k._compat import import_robustbench\n"
+    out = _python("import sys; from advrp2k.core.compat import import_robustbench\n"
                   "rb = import_robustbench()\n"
                   "from robustbench.utils import clean_accuracy\n"
                   "from autoattack import AutoAttack\n"
@@ -32,8 +32,8 @@ def test_robustbench_clean_accuracy_agrees_with_ours():
     """Cross-check our clean pass against robustbench's own helper."""
     import torch
 
-    from advrp2k._compat import import_robustbench
-    from advrp2k.evaluator import clean_pass
+    from advrp2k.core.compat import import_robustbench
+    from advrp2k.eval.evaluator import clean_pass
     from conftest import tiny_cnn
 
     import_robustbench()

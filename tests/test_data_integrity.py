@@ -20,7 +20,7 @@ from PIL import Image
 from advrp2k.cli import cli
 from advrp2k.data import load_split, scan_rp2k
 from advrp2k.data.prepared import PreparedSplit, is_prepared, prepare
-from advrp2k.errors import DataError
+from advrp2k.core.errors import DataError
 from conftest import SKUS, jpeg_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,8 +294,8 @@ def test_a_symlinked_sku_folder_is_followed_and_said(fake_release, tmp_path):
 # --- settings from the checkpoint ---------------------------------------------------------
 
 def _checkpoint(tmp_path: Path, scan, image_size: int, poison: bool = False) -> Path:
-    from advrp2k.checkpoints import save_model
-    from advrp2k.models import create_model
+    from advrp2k.models.checkpoints import save_model
+    from advrp2k.models.factory import create_model
 
     torch.manual_seed(0)
     model = create_model("smallcnn", len(scan.classes))
@@ -307,8 +307,8 @@ def _checkpoint(tmp_path: Path, scan, image_size: int, poison: bool = False) -> 
 
 
 def test_checkpoint_image_size_is_used_and_a_conflicting_option_refused(tiny_synth, tmp_path):
-    from advrp2k.job import Job, prepare as prepare_job
-    from advrp2k.protocols import get_protocol
+    from advrp2k.jobs.job import Job, prepare as prepare_job
+    from advrp2k.jobs.protocols import get_protocol
 
     ckpt = _checkpoint(tmp_path, scan_rp2k(tiny_synth), 16)
     job = Job("standard", get_protocol("quick"), data=tiny_synth, checkpoint=ckpt)
@@ -328,9 +328,9 @@ def test_a_checkpoint_with_nan_weights_gets_no_entry(tiny_synth, tmp_path):
 
 
 def test_nonfinite_outputs_on_clean_inputs_fail_the_evaluation():
-    from advrp2k._eps import parse_eps
-    from advrp2k.errors import IntegrityError
-    from advrp2k.evaluator import AttackSpec, evaluate
+    from advrp2k.core.eps import parse_eps
+    from advrp2k.core.errors import IntegrityError
+    from advrp2k.eval.evaluator import AttackSpec, evaluate
 
     class NaNForOne(torch.nn.Module):  # finite weights, a NaN logit for one image
         def __init__(self):
@@ -417,7 +417,7 @@ def test_identical_duplicate_attribute_rows_are_accepted(fake_release):
 def test_explicit_attributes_file_is_checked_before_the_scan(tiny_synth, tmp_path, monkeypatch):
     bad = tmp_path / "attrs.csv"
     bad.write_text("sku;product_type\nx;y\n", encoding="utf-8")
-    import advrp2k.job as job_mod
+    import advrp2k.jobs.job as job_mod
 
     monkeypatch.setattr(job_mod, "scan_rp2k", lambda *a, **k: pytest.fail("scanned before --attributes was read"))
     result = _run("eval", "--data", tiny_synth, "--attributes", bad, "--leaderboard", tmp_path / "lb")
@@ -465,7 +465,7 @@ def test_csv_export_neutralises_formulas(tmp_path):
 def test_neutralize_formulas_covers_every_trigger_and_leaves_numbers():
     import pandas as pd
 
-    from advrp2k.export import neutralize_formulas
+    from advrp2k.board.export import neutralize_formulas
 
     table = pd.DataFrame({"name": ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "fine", None], "acc": [-0.5] * 8})
     safe = neutralize_formulas(table)

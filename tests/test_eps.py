@@ -1,7 +1,7 @@
 import pytest
 
 from advrp2k import parse_eps, parse_eps_list
-from advrp2k.errors import UsageError
+from advrp2k.core.errors import UsageError
 
 
 @pytest.mark.parametrize("text,value,label", [("8/255", 8 / 255, "8/255"), (" 4/255 ", 4 / 255, "4/255"),

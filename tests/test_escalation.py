@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 import advrp2k
 from advrp2k import parse_eps
-from advrp2k._registry import DEFENSES, register_defense
+from advrp2k.plugins.registry import DEFENSES, register_defense
 from advrp2k.cli import cli
-from advrp2k.evaluator import AttackSpec, evaluate
+from advrp2k.eval.evaluator import AttackSpec, evaluate
 from conftest import LinearModel, tiny_cnn
 
 CPU = torch.device("cpu")

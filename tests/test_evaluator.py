@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from advrp2k import parse_eps
-from advrp2k.checks import state_digest
-from advrp2k.errors import IntegrityError
-from advrp2k.evaluator import AttackSpec, evaluate
+from advrp2k.eval.checks import state_digest
+from advrp2k.core.errors import IntegrityError
+from advrp2k.eval.evaluator import AttackSpec, evaluate
 from conftest import tiny_cnn
 
 CPU = torch.device("cpu")

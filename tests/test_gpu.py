@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from advrp2k import parse_eps
 from advrp2k.cli import cli
-from advrp2k.evaluator import AttackSpec, evaluate
+from advrp2k.eval.evaluator import AttackSpec, evaluate
 from conftest import tiny_cnn
 
 pytestmark = [pytest.mark.gpu,

@@ -2,7 +2,7 @@
 import os
 import stat
 
-from advrp2k._io import write_json
+from advrp2k.core.io import write_json
 
 
 def test_atomic_write_leaves_readable_files_and_no_temp(tmp_path):

@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from advrp2k.cli import cli
-from advrp2k.errors import EntryValidationError
-from advrp2k.leaderboard import SCHEMA_PATH, entry_problems, validate_entry, write_entry
+from advrp2k.core.errors import EntryValidationError
+from advrp2k.board.entries import SCHEMA_PATH, entry_problems, validate_entry, write_entry
 
 
 def good_entry(**over):
@@ -72,7 +72,7 @@ def test_submit_writes_a_validated_entry_with_submitter_fields(tiny_synth, tmp_p
     assert entry["name"] == "<b>Plain</b> training" and entry["link"] == "https://example.org/paper"
     assert entry["submitted"]["tool"] == "advrp2k submit" and len(entry["reproducibility"]["checkpoint_sha256"]) == 64
     assert entry["plugins"]["defense"]["package"] == "advrp2k"
-    from advrp2k.ranking import is_ranked
+    from advrp2k.board.ranking import is_ranked
 
     assert is_ranked(entry) and set(entry["per_attack"]) == {"pgd", "autoattack"}  # the ranking suite, exactly
     assert len(list((tmp_path / "lb" / "entries").rglob("*.json"))) == 1  # written once, with the fields

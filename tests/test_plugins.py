@@ -8,8 +8,9 @@ from importlib.metadata import EntryPoint
 import pytest
 from click.testing import CliRunner
 
-from advrp2k import _registry
-from advrp2k.cli import cli, parse_key_values
+from advrp2k.plugins import registry as _registry
+from advrp2k.cli import cli
+from advrp2k.cli.params import parse_key_values
 from advrp2k.testing import check_defense
 
 PLUGIN = textwrap.dedent('''
@@ -123,10 +124,10 @@ def test_contract_catches_a_nondeterministic_test_time_defense(plugin_dir):
 
 
 def test_a_defense_takes_protocol_settings_through_its_hook_and_defense_arg_overrides():
-    from advrp2k.job import Job
-    from advrp2k.model_store import defense_for
-    from advrp2k.protocols import get_protocol
-    from advrp2k._eps import parse_eps
+    from advrp2k.jobs.job import Job
+    from advrp2k.jobs.model_store import defense_for
+    from advrp2k.jobs.protocols import get_protocol
+    from advrp2k.core.eps import parse_eps
 
     eps = parse_eps("8/255")
     for protocol, steps in (("quick", 3), ("paper", 7)):

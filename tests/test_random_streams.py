@@ -2,8 +2,8 @@
 import torch
 
 from advrp2k import parse_eps
-from advrp2k.evaluator import AttackSpec, evaluate
-from advrp2k.random_streams import stream_seed, uniform
+from advrp2k.eval.evaluator import AttackSpec, evaluate
+from advrp2k.core.random_streams import stream_seed, uniform
 from conftest import tiny_cnn
 
 CPU = torch.device("cpu")

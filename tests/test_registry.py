@@ -1,8 +1,8 @@
 import pytest
 
 import advrp2k
-from advrp2k._registry import ATTACKS, DEFENSES, Registry
-from advrp2k.errors import PluginError
+from advrp2k.plugins.registry import ATTACKS, DEFENSES, Registry
+from advrp2k.core.errors import PluginError
 
 
 def test_builtins_registered():
@@ -25,8 +25,8 @@ def test_unknown_name_lists_known():
 
 
 def test_unknown_names_suggest_the_closest_and_say_how_to_add_one():
-    from advrp2k._registry import ARCHS, ATTACKS
-    from advrp2k.errors import UsageError
+    from advrp2k.plugins.registry import ARCHS, ATTACKS
+    from advrp2k.core.errors import UsageError
 
     with pytest.raises(UsageError, match=r"unknown defense 'mardy': did you mean 'madry'\?"):
         DEFENSES.get("mardy")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from advrp2k.cli import EXIT_OUTPUT, cli
+from advrp2k.cli import cli
+from advrp2k.cli.group import EXIT_OUTPUT
 
 CLI = [sys.executable, "-c", "from advrp2k.cli import main; main()"]
 FAST = ["--epochs", "1", "--image-size", "16"]
@@ -165,7 +166,7 @@ def test_attack_suite_checks(isolated_home, tmp_path):
 
 
 def test_leaderboard_validate_and_build_survive_whatever_is_in_entries(tmp_path):
-    from advrp2k.leaderboard import MAX_ENTRY_BYTES
+    from advrp2k.board.entries import MAX_ENTRY_BYTES
 
     from test_leaderboard import good_entry
 
@@ -231,7 +232,7 @@ def test_submit_refuses_bad_fields_before_any_work_and_leaves_nothing(isolated_h
 
 
 def test_eval_defaults_to_the_standard_defense_but_submit_needs_one_named(isolated_home, tmp_path):
-    from advrp2k.cli_commands import _job_options
+    from advrp2k.cli.commands import _job_options
 
     defense = next(p for p in _job_options(lambda **k: None).__click_params__ if p.name == "defense")
     assert defense.default == "standard"

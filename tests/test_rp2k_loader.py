@@ -5,7 +5,7 @@ import torch
 
 from advrp2k.data import find_rp2k_root, load_split, scan_rp2k
 from advrp2k.data._mojibake import repair_name
-from advrp2k.errors import DataError
+from advrp2k.core.errors import DataError
 from conftest import SKUS, mojibake
 
 

@@ -131,7 +131,7 @@ def test_prepared_rows_read_the_same_without_preadv(stand_in, isolated_home, mon
 
 
 def test_a_damaged_cache_is_not_used_and_prepare_repairs_it(stand_in, isolated_home, caplog):
-    from advrp2k.errors import DataError
+    from advrp2k.core.errors import DataError
 
     scan = scan_rp2k(stand_in)
     folder = prepare(scan, 20, workers=2)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from advrp2k.leaderboard import write_entry
-from advrp2k.site import accuracy_svg, build_site
+from advrp2k.board.entries import write_entry
+from advrp2k.board.site import accuracy_svg, build_site
 from test_leaderboard import good_entry
 
 ARTIFACTS = Path(os.environ.get("ADVRP2K_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))

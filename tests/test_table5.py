@@ -5,7 +5,8 @@ import pytest
 from click.testing import CliRunner
 
 from advrp2k.cli import cli
-from advrp2k.table5 import PAPER, claims
+from advrp2k.board.paper import TABLE5 as PAPER
+from advrp2k.jobs.table5 import claims
 
 
 def test_reproduce_table5_writes_json_md_and_entries_and_reuses_rows(tiny_synth, tmp_path):

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from advrp2k import create_attack, parse_eps
 from advrp2k.cli import cli
-from advrp2k.errors import PluginError
-from advrp2k.evaluator import AttackSpec, evaluate
+from advrp2k.core.errors import PluginError
+from advrp2k.eval.evaluator import AttackSpec, evaluate
 from conftest import tiny_cnn
 
 CPU = torch.device("cpu")

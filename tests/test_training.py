@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from advrp2k.defense_base import create_defense
-from advrp2k.models import create_model
-from advrp2k.training import TrainSettings, train
+from advrp2k.plugins.defense import create_defense
+from advrp2k.models.factory import create_model
+from advrp2k.train.trainer import TrainSettings, train
 
 CLI = [sys.executable, "-c", "from advrp2k.cli import main; main()"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from ..errors import DataError
+from advrp2k.core.errors import DataError
 
 #: A shelf crop is a few hundred kB; anything this large is not one (and is not read whole).
 MAX_FILE_BYTES = 64 << 20

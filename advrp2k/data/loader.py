@@ -6,7 +6,7 @@ no per-batch allocation, no page faults, one copy from the page cache; on a GPU 
 are pinned and the batch is copied to the device on a side stream as soon as it is complete.
 Other splits (a decoded tensor, lazily decoded JPEGs) are indexed in one background thread and
 copied without blocking when taken. The batch
-contract (uint8 or float in, float [0, 1] on the device out) is ``advrp2k.data.batches``'s.
+contract (uint8 or float in, float [0, 1] on the device out) is ``advrp2k.core.batches``'s.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .batches import to_device_float
+from advrp2k.core.batches import to_device_float
 
 RING = 3  # buffers: the batch in use, the one being filled, and one whose device copy may still run
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import atomic_write, write_json
-from .._locks import item_lock
-from ..errors import DataError, OutputError
-from ..paths import cache_dir
+from advrp2k.core.io import atomic_write, write_json
+from advrp2k.core.locks import item_lock
+from advrp2k.core.errors import DataError, OutputError
+from advrp2k.core.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _write_shard(path: Path, root: str, items, size: int, pool, workers: int) ->
 
 
 def _decode_chunk(job) -> np.ndarray:
-    from .decode import decode_image, resize_to_tensor
+    from advrp2k.data.decode import decode_image, resize_to_tensor
 
     paths, size = job
     return np.stack([resize_to_tensor(decode_image(Path(p))[0], size).numpy() for p in paths])

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .._io import atomic_write, read_json, write_json
-from .._locks import item_lock
-from ..errors import DataError
-from ..paths import cache_dir
-from ._mojibake import canonical_name, repair_name
-from .decode import ImageRefused, decode_image, resize_to_tensor
-from .listing import SPLITS, Listing, list_files, listing_key
-from .tables import read_attributes, read_meta
+from advrp2k.core.io import atomic_write, read_json, write_json
+from advrp2k.core.locks import item_lock
+from advrp2k.core.errors import DataError
+from advrp2k.core.paths import cache_dir
+from advrp2k.data._mojibake import canonical_name, repair_name
+from advrp2k.data.decode import ImageRefused, decode_image, resize_to_tensor
+from advrp2k.data.listing import SPLITS, Listing, list_files, listing_key
+from advrp2k.data.tables import read_attributes, read_meta
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg"}
@@ -250,7 +250,7 @@ def load_split(scan: Rp2kScan, split: str, image_size: int, progress: Callable |
     A prepared cache of the same data and size (``advrp2k data prepare``) is used when present;
     else a split larger than ``max_bytes`` comes back as ``LazyImages``, decoded batch by batch.
     """
-    from .prepared import open_prepared
+    from advrp2k.data.prepared import open_prepared
 
     items = scan.samples.get(split, [])
     y = torch.tensor([label for _, label in items], dtype=torch.int64)

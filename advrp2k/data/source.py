@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._registry import DATASETS, register_dataset
-from ..errors import DataError
+from advrp2k.plugins.registry import DATASETS, register_dataset
+from advrp2k.core.errors import DataError
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Rp2kDataset:
         if data is None:
             raise DataError("dataset rp2k needs --data PATH pointing at your RP2K download "
                             "(or leave out --dataset to use the embedded synthetic default)")
-        from .rp2k import find_rp2k_root
+        from advrp2k.data.rp2k import find_rp2k_root
 
         root = find_rp2k_root(data)
         marker = synthetic_marker(root)
@@ -56,7 +56,7 @@ def synthetic_marker(root: Path) -> dict | None:
 
 
 def write_marker(root: Path, dataset: str, description: str, **config) -> None:
-    from .._io import write_json
+    from advrp2k.core.io import write_json
 
     write_json(Path(root) / MARKER, {"dataset": dataset, "description": description, **config})
 

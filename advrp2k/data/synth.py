@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .._locks import item_lock
-from .._registry import register_dataset
-from ..paths import cache_dir
-from .source import DataSource, write_marker
+from advrp2k.core.locks import item_lock
+from advrp2k.plugins.registry import register_dataset
+from advrp2k.core.paths import cache_dir
+from advrp2k.data.source import DataSource, write_marker
 
 GENERATOR_VERSION = 1
 PRODUCT_TYPES = ("dairies", "liquors", "beers", "cosmetics", "non-alcoholic drinks", "seasonings", "tobacco")

@@ -17,9 +17,9 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from ..errors import DataError
-from ._mojibake import canonical_name
-from .listing import SPLITS
+from advrp2k.core.errors import DataError
+from advrp2k.data._mojibake import canonical_name
+from advrp2k.data.listing import SPLITS
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 

@@ -1,0 +1,1 @@
+"""Statistics, per-example results and the analyses over them; importable without torch."""

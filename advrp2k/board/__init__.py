@@ -1,0 +1,1 @@
+"""Leaderboard entries, their schema, ranking, the site, plots and the paper's published numbers: dicts and DataFrames only."""

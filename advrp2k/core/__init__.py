@@ -1,0 +1,1 @@
+"""Foundations every layer shares: errors, eps, files, locks, paths, compatibility, processes, precision, random streams, the batch contract."""

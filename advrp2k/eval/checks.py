@@ -1,0 +1,165 @@
+"""Integrity checks on every evaluation (see docs: evaluation-integrity.md).
+
+FAIL-level checks raise ``IntegrityError`` (no entry is written). FLAG-level checks return
+``{"check", "detail"}`` records that are stored in the entry and mark it unreliable; a flag
+that an attack can settle also names it (``remedy``: the attacks the evaluator then runs on
+the examples still robust, see ``advrp2k.eval.escalation``).
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advrp2k.plugins.attack import create_attack
+from advrp2k.core.errors import IntegrityError
+from advrp2k.eval.escalation import MORE_QUERIES, MORE_STEPS, SCALE_INVARIANT
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 over parameters and buffers (BatchNorm running statistics included)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors in a state dict that hold NaN or infinity."""
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+def fail_if_nonfinite_weights(model_or_state, where: str) -> None:
+    """FAIL: a model with NaN or infinite weights outputs NaN, and argmax of NaN is class 0, so
+    its "accuracy" would be the share of class 0 in the data."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    bad = nonfinite_tensors(state)
+    fail_if(bool(bad), "finite weights", f"{where} has NaN or infinite values in {len(bad)} tensor{'s' * (len(bad) != 1)} "
+            f"({', '.join(bad[:3])}): retrain it, or evaluate an earlier checkpoint")
+
+
+def fail_if(condition: bool, check: str, detail: str) -> None:
+    if condition:
+        raise IntegrityError(f"integrity check '{check}' failed: {detail}; no leaderboard entry was written")
+
+
+@torch.no_grad()
+def flag_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
+    """Cheap FLAG checks on one batch of [0, 1] images (model already in eval mode)."""
+    flags = []
+    a, b = model(x), model(x)
+    if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
+        flags.append({"check": "determinism", "detail": f"two forward passes differ by {(a - b).abs().max():.3g}"})
+    single = torch.cat([model(x[i:i + 1]) for i in range(min(len(x), 8))])
+    if (single.argmax(1) != a[:len(single)].argmax(1)).any():
+        flags.append({"check": "batch-size invariance", "detail": "predictions at batch size 1 and N disagree"})
+    rows = a.sum(1)
+    if (a >= 0).all() and torch.allclose(rows, torch.ones_like(rows), atol=1e-3):
+        flags.append({"check": "logits, not probabilities", "remedy": SCALE_INVARIANT,
+                      "detail": "outputs are rows of probabilities; attacks on their cross-entropy are weakened"})
+    flags += _gradient_flags(model, x, y)
+    return flags
+
+
+def _gradient_flags(model, x, y) -> list[dict]:
+    with torch.enable_grad():
+        xg = x.clone().requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg, allow_unused=True)
+    if grad is None:
+        return [{"check": "usable gradients", "remedy": SCALE_INVARIANT,
+                 "detail": "the output does not depend on the input through autograd"}]
+    if not torch.isfinite(grad).all():
+        return [{"check": "usable gradients", "remedy": SCALE_INVARIANT, "detail": "input gradients contain NaN or inf"}]
+    zero = (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
+    if zero > 0.5:
+        return [{"check": "usable gradients", "remedy": SCALE_INVARIANT,
+                 "detail": f"input gradient is exactly zero for {zero:.0%} of examples (masked gradients or "
+                           f"saturated logits)"}]
+    return []
+
+
+def large_eps_flag(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[dict]:
+    """At eps 0.5 an honest model falls to near chance; if not, its gradients are likely masked."""
+    res = create_attack("pgd", 0.5, steps=10, restarts=1, seed=123)(model, x, y)
+    acc = 1 - res.fooled.float().mean().item()
+    bound = max(2.0 / num_classes, 0.05)
+    if acc > bound:
+        return [{"check": "large-eps collapse", "remedy": MORE_QUERIES,
+                 "detail": f"PGD at eps 0.5 leaves {acc:.1%} accuracy (expected <= {bound:.1%}): gradients may be masked"}]
+    return []
+
+
+def random_search_flags(attacks, by_attack: dict, n: int) -> list[dict]:
+    """A gradient-free search must not fool clearly more examples than the gradient attacks."""
+    from advrp2k.plugins.registry import ATTACKS
+
+    kinds = [getattr(ATTACKS.get(spec.name), "gradient_free", False) for spec in attacks]
+    if all(kinds) or not any(kinds):
+        return []
+    masks = list(by_attack.values())
+    flags = []
+    for label in masks[0]:
+        white = torch.stack([m[label] for m, free in zip(masks, kinds) if not free]).all(0)
+        black = torch.stack([m[label] for m, free in zip(masks, kinds) if free]).all(0)
+        extra = int((white & ~black).sum())
+        if extra > max(2, 0.01 * n):
+            flags.append({"check": "white-box beats random search", "remedy": MORE_QUERIES,
+                          "detail": f"at {label} a gradient-free search fooled {extra} examples that every gradient "
+                                    f"attack missed: gradients may be masked"})
+    return flags
+
+
+#: Survivors re-attacked by the convergence check: a random sample of this size (all when fewer).
+CONVERGENCE_SAMPLE = 100
+#: The attacks whose convergence is checked (the first of them in the suite).
+CONVERGENCE_ATTACKS = ("pgd", "pgd_cw")
+
+
+def convergence_flags(model, x, y, attacks, robust: dict, eps_list, device, batch_size,
+                      points: dict | None = None, sample: int = CONVERGENCE_SAMPLE) -> list[dict]:
+    """Doubling PGD's steps and restarts must not lower robust accuracy by more than 0.5 points.
+
+    A fixed random sample of the survivors at the largest eps (all of them when there are fewer
+    than ``sample``) is attacked again, reusing what the main attack computed: each survivor's
+    final point (``points``) is continued for as many steps again (doubling the steps), and a
+    fresh random restart is added (doubling the restarts). The drop is estimated as the fraction
+    of the sample fooled times the survivors' share of the test set, with a 95 % Wilson interval
+    (the stated precision, reported in the flag's detail).
+    """
+    from advrp2k.core.batches import batch_images
+    from advrp2k.analysis.stats import wilson
+
+    spec = next((s for s in attacks if s.name in CONVERGENCE_ATTACKS), None)
+    if spec is None or not eps_list:
+        return []
+    eps = eps_list[-1]
+    base = spec.build(eps)
+    points = points or {}
+    survivors = robust[eps.label].nonzero().squeeze(1)
+    idx = survivors
+    if len(idx) > sample:
+        pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))[:sample]
+        idx = idx[pick.sort().values]
+    if not len(idx):
+        return []
+    extra = 0
+    for part in idx.split(batch_size):
+        reuse = all(i in points for i in part.tolist())
+        steps = base.steps if reuse else 2 * base.steps  # continuing doubles the steps already taken
+        stronger = create_attack(spec.name, eps, **{**spec.options, "steps": steps, "restarts": 2 * base.restarts,
+                                                    "seed": base.seed + 1})
+        init = torch.stack([points[i] for i in part.tolist()]).to(device) if reuse else None
+        xb = batch_images(x, part, device)
+        extra += int(stronger(model, xb, y[part].to(device), init=init, index=part).fooled.sum())
+    share = len(survivors) / max(1, len(y))
+    drop = extra / max(1, len(idx)) * share
+    low, high = (share * b for b in wilson(extra, len(idx)))
+    if drop > 0.005:
+        return [{"check": "convergence", "remedy": MORE_STEPS,
+                 "detail": f"PGD with {2 * base.steps} steps and {2 * base.restarts} restarts fooled {extra} of "
+                           f"{len(idx)} sampled survivors at {eps.label}: robust accuracy about {100 * drop:.2f} "
+                           f"points lower (95 % interval {100 * low:.2f} to {100 * high:.2f})"}]
+    return []

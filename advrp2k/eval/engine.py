@@ -1,0 +1,211 @@
+"""The attack engine: runs each attack of a suite over the eps budgets, only on the examples
+still robust, with per-batch saves, refills, fp32 re-verification and (under torchrun) sharding.
+
+The evaluator (``advrp2k.eval.evaluator``) decides what to run; this module runs it and keeps the
+per-example bookkeeping honest: every claim an attack makes is re-verified in a separate pass.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from advrp2k.core import distributed
+from advrp2k.core.eps import Eps
+from advrp2k.plugins.attack import check_ball_and_box, frozen_eval
+from advrp2k.eval.checks import CONVERGENCE_ATTACKS, fail_if
+from advrp2k.core.batches import batch_images
+from advrp2k.eval.state import EvalState
+from advrp2k.core.precision import autocast, fp32_verdicts
+
+
+def _batches(idx: torch.Tensor, size: int):
+    return idx.split(size) if idx.numel() else []
+
+
+REFILL_CHUNK = 8  # batches handed at once to an attack that refills; results are saved per chunk
+
+
+class Engine:
+    """Runs each attack over the eps budgets, only on examples still robust, with per-batch saves."""
+
+    def __init__(self, model, x, y, clean, device, batch_size, progress, state: EvalState, passes: int = 1,
+                 precision: str = "fp32"):
+        self.model, self.x, self.y, self.clean, self.passes = model, x, y, clean, passes
+        self.precision, self.overturned = precision, 0
+        self.mine = distributed.owned(len(y))  # under torchrun: this process's examples
+        self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
+        self.fooled_by: list = [None if c else "clean" for c in clean.tolist()]
+        self.configs: list[dict] = []
+        self.counts = state.counts  # saved with every batch, so a resumed run counts the whole evaluation
+        self.final_points: dict[int, torch.Tensor] = {}  # survivors' last points of the checked PGD, at the last eps
+
+    def run(self, attacks, eps_list, per_attack: bool, start: dict | None = None) -> dict[str, dict[str, torch.Tensor]]:
+        """Robust masks per attack and eps. ``start``: only these examples (per eps) are attacked."""
+        by_attack: dict[str, dict[str, torch.Tensor]] = {}
+        cascade = {e.label: (start[e.label] if start else self.clean).clone() for e in eps_list}
+        for spec in attacks:
+            still = self.clean.clone()
+            adv_points: dict[int, torch.Tensor] = {}
+            masks, previous = {}, None
+            for eps in eps_list:
+                candidates = still if per_attack else (still & cascade[eps.label])
+                if previous is not None:  # survivors' points from a run that was interrupted
+                    adv_points = {**self.state.load_points(previous), **adv_points}
+                previous = self._stage(spec, eps, candidates, still, adv_points)
+                masks[eps.label] = still.clone()
+                cascade[eps.label] &= still
+            if spec.name in CONVERGENCE_ATTACKS and not self.final_points:  # the convergence check reuses them
+                self.final_points = adv_points
+            by_attack[spec.name if spec.name not in by_attack else f"{spec.name}#{len(by_attack)}"] = masks
+        return self._merged(by_attack)
+
+    def _merged(self, by_attack: dict) -> dict:
+        """Under torchrun: every process's verdicts on its own examples, combined (an example not
+        owned keeps its clean verdict in the other processes' masks, so AND takes the owner's)."""
+        if not distributed.active():
+            return by_attack
+        parts = distributed.all_gather((by_attack, self.fooled_by))
+        merged = {name: {k: torch.stack([p[0][name][k] for p in parts]).all(0) for k in masks}
+                  for name, masks in by_attack.items()}
+        world = distributed.world_size()
+        self.fooled_by = [parts[i % world][1][i] for i in range(len(self.fooled_by))]
+        return merged
+
+    def _stage(self, spec, eps, candidates, still, adv_points) -> str:
+        attack = spec.build_for_evaluation(eps)
+        self.configs.append(attack.config())
+        key = f"{len(self.configs) - 1}:{spec.name}@{eps.label}"
+        done, fooled_before = self.state.stage(key)
+        for i in fooled_before:
+            still[i] = False
+            self._fooled(i, spec.name, eps)
+        todo = torch.tensor([i for i in (candidates & self.mine).nonzero().squeeze(1).tolist() if i not in done],
+                            dtype=torch.long)
+        bar = self.progress(total=int(todo.numel()), desc=f"{spec.name} @ {eps.label}") if self.progress else None
+        chunk = self.batch_size
+        if getattr(attack, "refills", False):  # it keeps a batch in flight, refilling freed slots
+            attack.max_active, chunk = self.batch_size, REFILL_CHUNK * self.batch_size
+        for idx in _batches(todo, chunk):
+            xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
+            with autocast(self.precision, self.device), counted_passes(self.model, self.counts):
+                res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx)
+            check_ball_and_box(spec.name, eps, xb, res.x_adv)  # whatever the plugin's __call__ did
+            # fp32 decides: a bf16 claim the fp32 model does not confirm is overturned, not a failure
+            strict, claimed = self.precision == "fp32", res.fooled.clone()
+            preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes, strict=strict)
+            if not strict and bool((claimed & ~res.fooled).any()):
+                preds = self._reattack_in_fp32(attack, spec.name, eps, xb, yb, idx, adv_points, res, preds,
+                                               claimed & ~res.fooled)
+            preds = preds.cpu().tolist()
+            self.counts["attacked_examples"] += len(idx)
+            fooled_now, adv_class, kept = [], [], []
+            for i, f, xa, pred in zip(idx.tolist(), res.fooled.cpu().tolist(), res.x_adv.cpu(), preds):
+                if f:
+                    still[i] = False
+                    self._fooled(i, spec.name, eps)
+                    adv_points.pop(i, None)
+                    fooled_now.append(i)
+                    adv_class.append(pred)
+                else:
+                    adv_points[i] = xa
+                    kept.append(i)
+            if kept:
+                self.state.save_points(key, kept, torch.stack([adv_points[i] for i in kept]))
+            self.state.record(key, idx.tolist(), fooled_now, adv_class)
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        return key
+
+    def _reattack_in_fp32(self, attack, name, eps, xb, yb, idx, adv_points, res, preds, rows) -> torch.Tensor:
+        """bf16 claims the fp32 model rejects: those examples are attacked again with fp32 steps
+        (same starts, same streams), so a bf16 artefact (an underflowed gradient, a start point
+        misclassified only in bf16) never leaves an example counted robust. Returns the predictions."""
+        sub = rows.nonzero().squeeze(1)
+        sub_cpu = sub.cpu()
+        self.overturned += len(sub)
+        with counted_passes(self.model, self.counts):
+            again = attack(self.model, xb[sub], yb[sub], init=_stack_init(adv_points, idx[sub_cpu], xb[sub]),
+                           index=idx[sub_cpu])
+        check_ball_and_box(name, eps, xb[sub], again.x_adv)
+        sub_preds = _reverify(self.model, again, yb[sub], name, eps, self.batch_size, self.passes, strict=True)
+        res.x_adv[sub], res.fooled[sub] = again.x_adv.to(res.x_adv.dtype), again.fooled
+        preds = preds.clone()
+        preds[sub] = sub_preds
+        return preds
+
+    def precision_record(self) -> dict:
+        """Attack precision; bf16 claims fp32 overturned (each re-attacked in fp32); the number of
+        examples attacked (each clean-correct example once, whatever the number of stages)."""
+        return {"attacks": self.precision, "verdicts": "fp32", "overturned": self.overturned,
+                "reattacked_in_fp32": self.overturned, "attacked": int(self.clean.sum())}
+
+    def _fooled(self, i: int, name: str, eps: Eps) -> None:
+        if self.fooled_by[i] is None:
+            self.fooled_by[i] = f"{name}@{eps.label}"
+
+
+@contextlib.contextmanager
+def counted_passes(model: torch.nn.Module, counts: dict):
+    """Count, into ``counts["attack_forwards"]`` and ``["attack_backwards"]``, the rows an attack
+    sends forward through ``model`` and the rows whose gradient flows back through it, by hooks
+    on the model: whatever the attack reports of itself (AutoAttack, Square and torchattacks
+    report nothing). A backward is counted on each forward's output, so a repeated forward of one
+    input (expectation over transformation) is not counted twice."""
+    def forward(_module, inputs, output):
+        rows = len(inputs[0]) if inputs and torch.is_tensor(inputs[0]) else 0
+        counts["attack_forwards"] += rows
+        if torch.is_tensor(output) and output.requires_grad:
+            output.register_hook(lambda grad: counts.__setitem__("attack_backwards", counts["attack_backwards"] + rows))
+
+    handle = model.register_forward_hook(forward)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _stack_init(adv_points, idx, xb):
+    if not adv_points or not all(i in adv_points for i in idx.tolist()):
+        return None
+    return torch.stack([adv_points[i] for i in idx.tolist()]).to(xb.device)
+
+
+@torch.no_grad()
+@fp32_verdicts()
+def _reverify(model, res, y, name, eps, batch_size, passes: int = 1, strict: bool = True) -> torch.Tensor:
+    """Recompute predictions on the returned points: they must agree with the attack's claims.
+
+    With ``passes`` > 1 (a randomized model) the verdict is taken over that many passes and
+    replaces the attack's claim, which came from a single pass: like is compared with like, and
+    model randomness never fails the check.
+
+    With ``strict`` False (bf16 attack steps) the fp32 verdict replaces the claim instead of
+    failing the check: low-precision claims are expected to be overturned sometimes.
+
+    Returns:
+        the predicted class of each returned point (the adversarial class where fooled).
+    """
+    def predict() -> torch.Tensor:
+        return torch.cat([model(part).argmax(1) for part in res.x_adv.split(batch_size)])
+
+    with frozen_eval(model):
+        preds = predict()
+        if passes > 1:
+            for _ in range(passes - 1):  # the first misclassifying pass names the adversarial class
+                preds = torch.where(preds != y, preds, predict())
+            res.fooled = preds != y
+            return preds
+    wrong = preds != y
+    if not strict:
+        res.fooled = wrong
+        return preds
+    bad = res.fooled & ~wrong
+    fail_if(bool(bad.any()), "re-verification",
+            f"{name} at {eps.label} claims {int(bad.sum())} examples fooled whose returned points are classified "
+            f"correctly")
+    # An unclaimed fooling point is a bookkeeping slip, but a harmless one: count it as fooled.
+    res.fooled |= wrong
+    return preds

@@ -1,0 +1,77 @@
+"""When a check fires, run the evaluation that settles it (Tramer et al. 2020, "On adaptive
+attacks"), and for randomized models switch to the field's protocol.
+
+Checks stay declarative: a FLAG carries its ``remedy`` (the attacks that would settle it).
+This module turns flags into a plan; the evaluator runs it on the examples still counted
+robust, and robust accuracy becomes the worst case including it. A protocol detail belongs to
+the attack plugin it configures: each plugin says, through ``randomized_options``, what the
+randomized protocol means for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from advrp2k.plugins.attack_spec import AttackSpec
+
+#: Forward passes per verdict for a randomized model: an example counts as fooled if its final
+#: point is misclassified in any of them (and clean-correct only if classified right in all).
+VERDICT_PASSES = 10
+
+#: The attack each kind of flag calls for.
+SCALE_INVARIANT = [{"name": "pgd_cw", "options": {}}, {"name": "apgd_t", "options": {}},
+                   {"name": "square", "options": {"queries": 5000}}]
+MORE_QUERIES = [{"name": "square", "options": {"queries": 5000}}]
+MORE_STEPS = [{"name": "pgd", "options": {"steps": 100, "restarts": 5, "seed": 1}}]
+
+
+@dataclass
+class Protocol:
+    """How verdicts are taken: deterministic (one pass) or randomized (several passes, EOT)."""
+
+    randomized: bool = False
+    verdict_passes: int = 1
+    reason: str = ""
+    attacks_changed: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        if not self.randomized:
+            return {"randomized": False, "verdict_passes": 1}
+        return {"randomized": True, "verdict_passes": self.verdict_passes, "reason": self.reason,
+                "rule": "fooled if misclassified in any pass; clean-correct only if correct in every pass",
+                "attacks": self.attacks_changed}
+
+
+def protocol_for(flags: list[dict]) -> Protocol:
+    """The randomized protocol when the determinism check fired, else the deterministic one."""
+    nondet = next((f for f in flags if f["check"] == "determinism"), None)
+    if nondet is None:
+        return Protocol()
+    return Protocol(True, VERDICT_PASSES, f"the model is not deterministic ({nondet['detail']})")
+
+
+def randomized_suite(attacks: list[AttackSpec], protocol: Protocol) -> list[AttackSpec]:
+    """The suite as each plugin configures itself for a randomized model (recorded in ``protocol``)."""
+    from advrp2k.plugins.registry import ATTACKS
+
+    out = []
+    for spec in attacks:
+        options = ATTACKS.get(spec.name).randomized_options(spec.options)
+        if options != spec.options:
+            protocol.attacks_changed.append({"name": spec.name, "options": options})
+        out.append(AttackSpec(spec.name, options))
+    return out
+
+
+def plan_remedies(flags: list[dict], suite: list[AttackSpec], protocol: Protocol) -> tuple[list[AttackSpec], list[str]]:
+    """The remedy attacks the flags call for (deduplicated, none already in the suite) and why."""
+    specs, why = [], []
+    for flag in flags:
+        for remedy in flag.get("remedy", []):
+            spec = AttackSpec(remedy["name"], dict(remedy["options"]))
+            if protocol.randomized:
+                spec = randomized_suite([spec], Protocol(True))[0]
+            if spec not in suite and spec not in specs:
+                specs.append(spec)
+        if flag.get("remedy"):
+            why.append(flag["check"])
+    return specs, list(dict.fromkeys(why))

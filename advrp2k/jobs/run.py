@@ -1,0 +1,296 @@
+"""End-to-end jobs the CLI calls: prepare data, train (or reuse) a model, evaluate, write the entry."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import platform
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from advrp2k import _version
+from advrp2k.core import distributed
+from advrp2k.core.eps import Eps
+from advrp2k.core.io import check_output_dir
+from advrp2k.core.locks import item_lock
+from advrp2k.plugins.registry import ATTACKS
+from advrp2k.analysis.analyses import entry_analyses
+from advrp2k.models.backbones import weights_identity
+from advrp2k.models.checkpoints import read_checkpoint
+from advrp2k.data import load_split
+from advrp2k.data.tables import attributes_digest
+from advrp2k.core.errors import UsageError
+from advrp2k.eval.state import EvalState
+from advrp2k.eval.evaluator import AttackSpec, EvalResult, evaluate
+from advrp2k.plugins.attack import ATTACK_BATCHNORM
+from advrp2k.eval.checks import fail_if, fail_if_nonfinite_weights
+from advrp2k.plugins.defense import AdversarialTraining
+from advrp2k.jobs.job import Job, Prepared, checkpoint_settings, prepare
+from advrp2k.board.entries import SCHEMA_VERSION, entry_file, write_entry
+from advrp2k.jobs.model_store import LoadedModel, defense_for, get_model
+from advrp2k.models.factory import resolve_device
+from advrp2k.core.paths import cache_home
+from advrp2k.core.ranking_rule import RANKING_EPS, RANKING_SUITE
+from advrp2k.core.precision import prepare_model, resolve_precision
+from advrp2k.jobs.protocols import Protocol
+from advrp2k.analysis.results import examples_path, frame
+
+log = logging.getLogger(__name__)
+__all__ = ["Job", "Prepared", "prepare", "LoadedModel", "get_model", "run_eval", "check_job", "build_entry",
+           "default_attacks", "default_eval_batch_size", "model_id"]
+
+
+def default_eval_batch_size(device: torch.device) -> int:
+    """Examples in flight per attack step: a GPU wants full batches; on a CPU, 128 measured fastest
+    (smaller batches stay in cache; benchmarks/eval_speed.py)."""
+    return 512 if device.type == "cuda" else 128
+
+
+def default_attacks(protocol: Protocol) -> list[AttackSpec]:
+    return [AttackSpec("pgd", {"steps": protocol.eval_steps, "restarts": protocol.eval_restarts})]
+
+
+def ranking_suite() -> list[AttackSpec]:
+    """The fixed suite every ranked entry was evaluated with (``advrp2k submit`` runs exactly this)."""
+    return [AttackSpec(name, dict(options)) for name, options in RANKING_SUITE]
+
+
+def check_job(job: Job) -> None:
+    """Everything that can be refused is refused before any data work: the defense and its
+    options, the attack suite and its options, and every output location."""
+    defense_for(job)
+    attacks = job.attacks or default_attacks(job.protocol)
+    names = [a.name for a in attacks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"attack {', '.join(twice)} is listed twice in the suite: list each attack once "
+                         f"(set its options instead of repeating it)")
+    for spec in attacks:
+        spec.build_for_evaluation(Eps(8 / 255, "8/255"))  # unknown attacks and bad or unhonoured options fail now
+    if job.hand_fields:
+        from advrp2k.board.entries import validate_hand_fields
+
+        validate_hand_fields(job.hand_fields)
+    check_output_dir(job.leaderboard, "--leaderboard")
+    check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
+    if job.checkpoint is not None:  # an unreadable, unsafe, contradicted or non-finite checkpoint fails now too
+        ckpt = read_checkpoint(job.checkpoint)
+        checkpoint_settings(job, ckpt.record)
+        fail_if_nonfinite_weights(ckpt.state, f"checkpoint {job.checkpoint}")
+    else:
+        weights_identity(job.protocol.arch, job.pretrained, job.model_dir)  # so do missing or unsafe weights
+
+
+def run_eval(job: Job) -> dict:
+    """Train or load, evaluate, write the leaderboard entry; return it with its path."""
+    device = resolve_device(job.device)
+    check_job(job)
+    prep = prepare(job)
+    loaded = get_model(job, prep, device)
+    attacks = [a.reseeded(job.seed) for a in (job.attacks or default_attacks(job.protocol))]  # --seed reaches them
+    eps_list = job.attack_eps or list(RANKING_EPS)
+    if job.reuse_entry:
+        reused = _matching_entry(job, prep, loaded, attacks, eps_list)
+        if reused is not None:
+            return reused
+    x, y = load_split(prep.scan, "test", prep.image_size, progress=job.progress)
+    if job.n_examples:
+        x, y = x[:job.n_examples], y[:job.n_examples]
+    precision = resolve_precision(job.precision, device)
+    state = _eval_state(job, prep, loaded, attacks, eps_list, len(y), precision)
+    state.context = _analysis_context(prep, y)
+    with item_lock(state.path, f"the evaluation {state.path.name}") if distributed.is_main() else nullcontext():
+        state.reload()  # a run that waited picks up what the other one saved
+        result = evaluate(prepare_model(loaded.model, precision, device, job.compile), x, y, attacks, eps_list, device,
+                          job.batch_size_eval or default_eval_batch_size(device), job.progress,
+                          num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
+                          escalate=job.escalate, precision=precision, seed=job.seed)
+        if not distributed.is_main():  # the main process writes the one entry
+            return {"entry": None, "path": None, "result": result}
+        entry = build_entry(job, prep, loaded, result, device)
+        table = frame(state.as_dict())
+        _check_entry_matches(entry, table)
+        entry.update(entry_analyses(entry, table, state.context["attributes"]))
+        final = _examples_path(job, prep, entry["model_id"])
+        # Entry and per-example file are published together; the lock lives in .partial/, out of sight.
+        with item_lock(final.parent / ".partial" / final.name, f"the entry {entry['model_id']}"):
+            state.publish(final)
+            path = write_entry(job.leaderboard, entry)
+    return {"entry": entry, "path": str(path), "result": result}
+
+
+def _check_entry_matches(entry: dict, table) -> None:
+    """FAIL unless the entry's accuracies are those of the per-example results published with it."""
+    from advrp2k.analysis.results import ROBUST
+
+    pairs = [("clean", entry["clean_acc"], table["clean_correct"].mean())]
+    # No column for an eps: no example was left to attack there (stages are recorded per batch), so none is robust.
+    pairs += [(label, acc, table[ROBUST + label].mean() if ROBUST + label in table else 0.0)
+              for label, acc in entry["robust_acc"].items()]
+    for label, claimed, recorded in pairs:
+        fail_if(abs(claimed - recorded) > 1e-6, "entry matches its per-example results",
+                f"accuracy at {label} is {claimed:.4%} in the entry but {recorded:.4%} in its per-example results")
+
+
+def _analysis_context(prep: Prepared, y: torch.Tensor) -> dict:
+    """What the per-example analyses need beside the results: labels, class names, training
+    counts per class and the attributes of the classes (saved with the per-example results)."""
+    classes = prep.scan.classes
+    counts = [0] * len(classes)
+    for _, label in prep.scan.samples.get("train", []):
+        counts[label] += 1
+    attrs = {c: prep.scan.attributes[c] for c in classes if c in prep.scan.attributes}
+    return {"labels": y.tolist(), "classes": classes, "train_counts": counts, "attributes": attrs}
+
+
+def _identity(job: Job, record: dict):
+    """(defense plugin info, defense, its training eps or None, model id) of this job's entry."""
+    info, defense = defense_for(job)
+    eps = job.eps if getattr(info.obj, "needs_eps", True) else None
+    return info, defense, eps, model_id(defense.paper_id, record.get("arch_id") or record["arch"].replace(":", "-"), eps)
+
+
+def _entry_path(job: Job, prep: Prepared, mid: str) -> Path:
+    return entry_file(job.leaderboard, prep.source.name, "linf", mid)
+
+
+def _examples_path(job: Job, prep: Prepared, mid: str) -> Path:
+    return examples_path(_entry_path(job, prep, mid))
+
+
+def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n, precision: str) -> EvalState:
+    """Per-example results of this exact evaluation, keyed by everything that changes a result:
+    model, data, eps, examples, attacks and their options (seed included), attack precision,
+    compile, escalation, and the versions of advrp2k and the attack libraries. A saved or
+    published file of any other evaluation is never reported as this one's.
+
+    While running they live in ``<leaderboard>/examples/<dataset>/linf/.partial/<model_id>-<key>.json``
+    (two runs of the same model and config share the file; runs of different ones never
+    collide); when complete they are published as ``.../<model_id>.json`` beside the entry.
+    """
+    mid = _identity(job, loaded.record)[3]
+    header = {"model_id": mid, "checkpoint_sha256": loaded.sha256, "data_fingerprint": prep.scan.fingerprint,
+              "eps": [e.label for e in sorted(eps_list)], "n_examples": n, "per_attack": job.per_attack,
+              "attacks": [{"name": a.name, "options": a.options} for a in attacks],
+              "precision": precision, "compile": job.compile, "escalate": job.escalate, "seed": job.seed,
+              "versions": attack_library_versions()}
+    key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:16]
+    final = _examples_path(job, prep, mid)
+    path = final.parent / ".partial" / f"{mid}-{key}.json"
+    if job.restart and distributed.is_main():
+        EvalState.discard(path)
+    distributed.barrier()
+    return EvalState(path, header, published=None if job.restart else final,
+                     shard=(distributed.rank(), distributed.world_size()))
+
+
+def attack_library_versions() -> dict:
+    """Versions of advrp2k and of the libraries whose attacks it runs (None: not installed)."""
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+    autoattack = version("autoattack") or version("pyautoattack")
+    return {"advrp2k": _version.__version__, "torchattacks": version("torchattacks"), "autoattack": autoattack}
+
+
+def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict | None:
+    """The existing entry, if it was computed from this very checkpoint, data and attack suite."""
+    from advrp2k.core.io import read_json
+    from advrp2k.board.entries import entry_problems
+
+    path = _entry_path(job, prep, _identity(job, loaded.record)[3])
+    if not path.is_file():
+        return None
+    try:
+        entry = read_json(path)
+    except ValueError:
+        return None
+    wanted = [a.build(e).config() for a in attacks for e in sorted(eps_list)]  # the engine's order
+    # A stronger suite that contains this one (with standalone numbers per attack) serves too.
+    covered = entry.get("attacks") == wanted or (
+        all(c in entry.get("attacks", []) for c in wanted) and {a.name for a in attacks} <= set(entry.get("per_attack", {})))
+    # Per-group results depend on the attribute table (entries written before its digest was kept lack it).
+    attributes = attributes_digest(prep.scan.attributes)
+    n_test = len(prep.scan.samples["test"])
+    same = (not entry_problems(entry) and entry["reproducibility"].get("checkpoint_sha256") == loaded.sha256
+            and entry["data"].get("fingerprint") == prep.scan.fingerprint and covered
+            and entry["data"].get("attributes_sha256", attributes) == attributes
+            and entry["n_examples"] == min(job.n_examples or n_test, n_test))  # a subset never stands for the whole
+    return {"entry": entry, "path": str(path), "result": None, "reused": True} if same else None
+
+
+def model_id(paper_id: str, arch: str, eps: Eps | None) -> str:
+    suffix = f"_eps{eps.label.replace('/', '-')}" if eps is not None else ""
+    return f"{paper_id}_{arch}{suffix}"
+
+
+def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResult, device) -> dict:
+    record = loaded.record
+    info, defense, eps, mid = _identity(job, record)
+    attack_plugins = [ATTACKS.info(a.name).provenance() for a in (job.attacks or default_attacks(job.protocol))]
+    entry = {
+        "schema_version": SCHEMA_VERSION,
+        "model_id": mid,
+        "dataset": prep.source.name, "synthetic": prep.source.synthetic, "threat_model": "linf",
+        "data": {"description": prep.source.description, "fingerprint": prep.scan.fingerprint,
+                 "n_classes": len(prep.scan.classes), "image_size": prep.image_size, "split": "test",
+                 "n_test": len(prep.scan.samples["test"]),
+                 "attributes_sha256": attributes_digest(prep.scan.attributes)},
+        "defense": job.defense, "defense_config": defense.config(),
+        "train_eps": eps.value if eps else None, "train_eps_label": eps.label if eps else None,
+        "plugins": {"defense": info.provenance(), "attacks": attack_plugins},
+        "arch": record["arch"], **({"backbone": record["backbone"]} if record.get("backbone") else {}),
+        "clean_acc": result.clean_acc(), "top5_acc": result.top5_correct.float().mean().item(),
+        "robust_acc": result.robust_acc(), "eps": {k: _eps_of(result, k) for k in result.robust},
+        "attacks": result.attacks, "n_examples": result.n_examples,
+        "per_group": result.per_group(prep.scan.classes, prep.scan.attributes),
+        "flags": result.flags, "unreliable": bool(result.flags), "evaluation_protocol": result.protocol,
+        "precision": {**result.precision, "compile": job.compile},
+        **({"escalation": result.escalation} if result.escalation else {}),
+        **({"per_attack": result.per_attack} if result.per_attack else {}),
+        **({"autoattack_acc": result.per_attack["autoattack"]} if "autoattack" in result.per_attack else {}),
+        "date": datetime.date.today().isoformat(),
+        "reproducibility": _repro(job, defense, loaded, result, device),
+        **job.hand_fields,
+    }
+    return entry
+
+
+def random_streams(attacks) -> str:
+    """How the suite's random draws were keyed, as the entry states it."""
+    kinds: dict[str, list[str]] = {}
+    for spec in attacks:
+        kinds.setdefault(getattr(ATTACKS.get(spec.name), "random_streams", "per example"), []).append(spec.name)
+    if set(kinds) <= {"per example"}:
+        return "per example: (attack seed, example index, restart)"
+    return "; ".join(f"{kind} for {', '.join(names)}" + (": (attack seed, example index, restart)"
+                                                          if kind == "per example" else ": (attack seed, batch)")
+                     for kind, names in kinds.items())
+
+
+def _eps_of(result: EvalResult, label: str) -> float:
+    return next(a["eps"] for a in result.attacks if a["eps_label"] == label)
+
+
+def _repro(job, defense, loaded: LoadedModel, result, device) -> dict:
+    import torchvision
+
+    record = loaded.record
+    return {"seed": job.seed, "protocol": job.protocol.to_dict(), "train_settings": record.get("train_settings"),
+            "versions": {"advrp2k": _version.__version__, "torch": torch.__version__,
+                         "torchvision": torchvision.__version__, "python": platform.python_version()},
+            "device": str(device), "dataset_fingerprint": record.get("dataset_fingerprint"),
+            "checkpoint_sha256": loaded.sha256, "processes": distributed.world_size(),
+            "train_threads": loaded.train_threads,
+            **({"training_attacks_batchnorm": ATTACK_BATCHNORM}
+               if isinstance(defense, AdversarialTraining) else {}),
+            "random_streams": random_streams(job.attacks or default_attacks(job.protocol)),
+            "wall_s": {"train": loaded.train_wall, "train_reused_from_cache": loaded.reused, "eval": result.wall_s},
+            "counts": result.counts}

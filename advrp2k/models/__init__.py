@@ -1,0 +1,1 @@
+"""Architectures, pretrained backbones and checkpoint files."""

@@ -1,0 +1,54 @@
+"""Architectures: every model maps [0, 1] images to logits and normalises inside itself."""
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from advrp2k.plugins.registry import ARCHS, register_arch
+
+#: ImageNet statistics; the models are trained from scratch, so any fixed values would do,
+#: but the layer must live inside the model so attacks always see [0, 1] pixels.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """Per-channel standardisation as the model's first layer (as RobustBench models do)."""
+
+    def __init__(self, mean=MEAN, std=STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+@register_arch("smallcnn")
+def smallcnn(num_classes: int, width: int = 16) -> nn.Module:
+    """A five-layer CNN with BatchNorm for the CPU default (about 0.1 M parameters at width 16)."""
+    w = width
+    body = nn.Sequential(
+        _conv_bn(3, w), _conv_bn(w, 2 * w), nn.MaxPool2d(2),
+        _conv_bn(2 * w, 2 * w), _conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
+        _conv_bn(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(8 * w, num_classes),
+    )
+    return nn.Sequential(Normalize(), body)
+
+
+@register_arch("resnet18")
+def resnet18(num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18, trained from scratch."""
+    return nn.Sequential(Normalize(), torchvision.models.resnet18(weights=None, num_classes=num_classes))
+
+
+@register_arch("resnet34")
+def resnet34(num_classes: int) -> nn.Module:
+    """torchvision's ResNet-34, the paper's network (Sec. 4.1), trained from scratch."""
+    return nn.Sequential(Normalize(), torchvision.models.resnet34(weights=None, num_classes=num_classes))

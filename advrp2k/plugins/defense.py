@@ -1,0 +1,77 @@
+"""The defense contract.
+
+A training-time defense (``TrainingDefense``) supplies the loss that the shared trainer
+minimises on each batch; the trainer owns the optimiser, schedule, checkpoints and resume,
+so every defense gets them for free and trains under the same settings. A test-time defense
+(``TestTimeDefense``) wraps an already trained model. Both see images in [0, 1].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advrp2k.core.eps import Eps
+
+
+class Defense:
+    """Common base. ``paper_id`` names the method in model ids (``Madry2018Towards``)."""
+
+    paper_id = "Custom"
+    needs_eps = True
+
+    def __init__(self, eps: Eps | None = None, **options):
+        if options:
+            raise TypeError(f"{type(self).__name__} takes no options {sorted(options)}")
+        self.eps = eps
+
+    def config(self) -> dict:
+        return {"eps": self.eps.value if self.eps else None, "eps_label": self.eps.label if self.eps else None}
+
+    @classmethod
+    def protocol_options(cls, protocol) -> dict:
+        """Options this defense takes from the training protocol (``advrp2k.jobs.protocols``); values
+        given with ``--defense-arg`` override them. None by default."""
+        return {}
+
+
+class TrainingDefense(Defense):
+    """Trains a model: implement ``training_loss``."""
+
+    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      generator: torch.Generator) -> torch.Tensor:
+        """Mean loss on a batch; ``model`` is in train mode; ``generator`` drives all randomness."""
+        raise NotImplementedError
+
+
+class AdversarialTraining(TrainingDefense):
+    """Minimise cross-entropy at the point ``self.attack`` finds for each training example.
+
+    Subclasses set ``self.attack`` (built with ``create_attack``, the same plugins evaluation uses).
+    """
+
+    attack = None
+
+    def config(self) -> dict:
+        return {**super().config(), "attack": self.attack.config()}
+
+    def training_loss(self, model, x, y, generator):
+        x_adv = self.attack(model, x, y, generator=generator).x_adv
+        return F.cross_entropy(model(x_adv), y)
+
+
+class TestTimeDefense(Defense):
+    """Wraps a model trained by ``base_defense`` (default ``standard``): implement ``wrap``."""
+
+    base_defense = "standard"
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+
+def create_defense(name: str, eps: Eps | None = None, **options) -> Defense:
+    from advrp2k.plugins.registry import DEFENSES
+    from advrp2k.plugins.options import validate_options
+
+    cls = DEFENSES.get(name)
+    return cls(eps=eps, **validate_options(f"defense {name!r}", cls, options))

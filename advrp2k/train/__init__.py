@@ -1,0 +1,1 @@
+"""Training a model under a defense (never imports evaluation)."""
