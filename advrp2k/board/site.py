@@ -14,7 +14,8 @@ from pathlib import Path
 import jinja2
 
 from advrp2k.core.io import write_json, write_text
-from advrp2k.board.entries import eps_value, load_entries, read_regular_file
+from advrp2k.board.entries import load_entries, read_regular_file
+from advrp2k.core.eps import label_value
 from advrp2k.board.plots import accuracy_svg, fig7_svg, severity_svg
 from advrp2k.board.paper import TABLE5, TABLE5_ROWS
 from advrp2k.board.ranking import board_statistics, boards, paper_protocol_acc
@@ -26,7 +27,7 @@ def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.ChainableUndefined)
     env.filters["pct"] = lambda x: f"{100 * x:.2f}" if isinstance(x, (int, float)) else ""
-    env.filters["by_eps"] = lambda d: sorted(d.items(), key=lambda kv: eps_value(kv[0]))
+    env.filters["by_eps"] = lambda d: sorted(d.items(), key=lambda kv: label_value(kv[0]))
     env.filters["ci"] = lambda c: (f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]" if isinstance(c, list) and len(c) == 2
                                    and all(isinstance(v, (int, float)) for v in c) else "")
     env.filters["safe_link"] = lambda u: u if isinstance(u, str) and u.startswith("https://") else None
@@ -69,13 +70,13 @@ def _aggregate(entries: list[dict]) -> dict:
             "paper_table5": _paper_rows()}
 
 
-def readme_section(readme: Path, title: str) -> str:
-    """The markdown of one ``## title`` section of the README (empty if absent)."""
-    if not readme.is_file():
-        return ""
-    text = readme.read_text(encoding="utf-8")
-    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
-    return m.group(1).strip() if m else ""
+def plugins_guide(page: Path) -> str:
+    """The markdown of the plugins page (``docs/plugins.md``) without its title; when the page is
+    not beside the package (an installed wheel), one line pointing to it."""
+    if not page.is_file():
+        return "See `docs/plugins.md` in the advrp2k repository: how to write, package and submit a defense."
+    text = page.read_text(encoding="utf-8")
+    return re.sub(r"\A# [^\n]*\n", "", text).strip()
 
 
 def _inline(text: str) -> str:
@@ -85,7 +86,7 @@ def _inline(text: str) -> str:
 
 
 def markdown_to_html(md: str) -> str:
-    """Just enough Markdown for the README's guide: paragraphs, numbered steps, fenced code.
+    """Just enough Markdown for the plugins guide (docs/plugins.md): paragraphs, numbered steps, fenced code.
 
     Everything is escaped; numbered steps start a new paragraph; a fence's indentation is
     removed from its code lines.
@@ -121,7 +122,7 @@ def markdown_to_html(md: str) -> str:
     return "\n".join(out)
 
 
-def build_site(leaderboard: str | Path, out: str | Path | None = None, readme: str | Path | None = None) -> dict:
+def build_site(leaderboard: str | Path, out: str | Path | None = None, guide: str | Path | None = None) -> dict:
     """Write ``<leaderboard>/leaderboard.json`` and the site (default ``<leaderboard>/site``).
 
     Returns:
@@ -145,9 +146,9 @@ def build_site(leaderboard: str | Path, out: str | Path | None = None, readme: s
         write_text(out / e["_card"], env.get_template("card.html").render(
             e=e, svg=accuracy_svg(e), fig7=fig7_svg(analysis.get("long_tail", {})),
             severity_svg=severity_svg(analysis.get("severity", {})), root="../..", **common))
-    guide = readme_section(Path(readme) if readme else _default_readme(), "Write and submit a defense")
+    text = plugins_guide(Path(guide) if guide else _default_guide())
     write_text(out / "submit.html", env.get_template("submit.html").render(
-        guide_html=markdown_to_html(guide), root=".", **common))
+        guide_html=markdown_to_html(text), root=".", **common))
     return {"entries": len(entries), "problems": problems, "site": str(out)}
 
 
@@ -166,6 +167,6 @@ def _read_table5(path: Path, problems: list[str]) -> dict | None:
         return None
 
 
-def _default_readme() -> Path:
-    here = Path(__file__).resolve().parents[2] / "README.md"
-    return here if here.is_file() else Path("README.md")
+def _default_guide() -> Path:
+    here = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
+    return here if here.is_file() else Path("docs") / "plugins.md"
