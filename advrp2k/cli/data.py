@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from advrp2k.cli.group import cli
-from advrp2k.cli.progress import _progress
+from advrp2k.cli.progress import progress_factory
 from advrp2k.core.errors import UsageError
 
 
@@ -51,7 +51,7 @@ def synth_cmd(out, skus, images, size, seed, workers):
     check_output_dir(out.parent, "OUT's folder")
     click.echo(f"writing {skus} SKUs, about {images} images (about {estimate_bytes(images, size) / 2**30:.1f} GiB) "
                f"to {out}", err=True)
-    generate_scaled(out, skus, images, size, seed, workers, _progress())
+    generate_scaled(out, skus, images, size, seed, workers, progress_factory())
     click.echo(f"wrote {out}: check it with 'advrp2k data inspect {out}'")
 
 
@@ -75,7 +75,7 @@ def prepare_cmd(path, image_size, workers, verify):
     if not path.exists():
         raise UsageError(f"{path} does not exist: pass the folder you unzipped RP2K into")
     check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
-    scan = scan_rp2k(path, progress=_progress(), use_cache=not verify)
+    scan = scan_rp2k(path, progress=progress_factory(), use_cache=not verify)
     n = sum(len(v) for v in scan.samples.values())
     if not n:
         raise UsageError(f"{path} has no usable image: run 'advrp2k data inspect {path}'")
@@ -86,7 +86,7 @@ def prepare_cmd(path, image_size, workers, verify):
     click.echo(f"preparing {n} images at {image_size} px (about {n * bytes_per_image(image_size) / 2**30:.2f} GiB)",
                err=True)
     try:
-        folder = prepare(scan, image_size, workers, _progress())
+        folder = prepare(scan, image_size, workers, progress_factory())
     except KeyboardInterrupt:
         click.echo("Interrupted: the shards written so far are kept; run the same command again to resume.", err=True)
         sys.exit(130)
@@ -103,7 +103,7 @@ def inspect_cmd(path, as_json, verify):
 
     if not path.exists():
         raise UsageError(f"{path} does not exist: pass the folder you unzipped RP2K into")
-    scan = scan_rp2k(path, progress=_progress(), use_cache=not verify)
+    scan = scan_rp2k(path, progress=progress_factory(), use_cache=not verify)
     s = scan.summary()
     if as_json:
         click.echo(json.dumps(s, ensure_ascii=False, indent=2))

@@ -61,7 +61,9 @@ def _error(message: str) -> None:
 def cli(ctx, plugin_modules, verbose):
     """advrp2k: adversarial robustness benchmarks on RP2K retail products."""
     from advrp2k.core import distributed
+    from advrp2k.core.allocator import keep_freed_memory
 
+    keep_freed_memory()  # batch buffers are reused, not faulted in again every batch
     distributed.init_from_env()  # under torchrun: join its process group (a no-op otherwise)
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level if distributed.is_main() else logging.ERROR, format="%(levelname)s: %(message)s")

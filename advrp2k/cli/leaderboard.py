@@ -1,0 +1,92 @@
+"""``advrp2k leaderboard validate``/``build`` and ``advrp2k submit``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from advrp2k.board.entry_text import format_entry
+from advrp2k.cli.group import cli
+from advrp2k.cli.job_options import _job_options, _make_job
+from advrp2k.core.errors import UsageError
+
+
+@cli.group("leaderboard")
+def leaderboard_group():
+    """Validate entries and build the leaderboard."""
+
+
+leaderboard_group.needs_plugins = False  # entries are plain JSON: no plugin (nor torch) is loaded
+
+
+@leaderboard_group.command("validate")
+@click.argument("leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"))
+def validate_cmd(leaderboard):
+    """Check every entry under LEADERBOARD/entries against the schema and cross-field rules."""
+    from advrp2k.board.entries import load_entries
+
+    if not (leaderboard / "entries").is_dir():
+        raise UsageError(f"{leaderboard}/entries does not exist: pass the leaderboard folder")
+    entries, problems = load_entries(leaderboard)
+    for p in problems:
+        click.echo(p)
+    click.echo(f"{len(entries)} valid entries, {len(problems)} problems")
+    if problems:
+        raise SystemExit(1)
+
+
+@cli.command("submit")
+@_job_options
+@click.option("--name", required=True, help="Display name of the defense.")
+@click.option("--authors", required=True)
+@click.option("--link", required=True, help="https:// link to the paper or code.")
+@click.option("--venue", default=None)
+@click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
+def submit_cmd(name, authors, link, venue, leaderboard, **kw):
+    """Evaluate under the leaderboard's ranking protocol and write the validated entry to send as a pull request.
+
+    The ranking protocol: PGD-20 and AutoAttack (standard) at 4/255 and 8/255 on the whole test
+    split; robust accuracy is the worst case per example over both.
+    """
+    import datetime
+
+    from advrp2k import _version
+    from advrp2k.core.errors import EntryValidationError
+    from advrp2k.board.entries import validate_hand_fields
+    from advrp2k.jobs.run import run_eval
+    from advrp2k.jobs.run import ranking_suite
+
+    if click.get_current_context().get_parameter_source("defense") is click.core.ParameterSource.DEFAULT:
+        raise UsageError("submit needs --defense NAME: the defense plugin being submitted (see 'advrp2k list defenses')")
+    fields = {"name": name, "authors": authors, "link": link, **({"venue": venue} if venue else {})}
+    try:
+        validate_hand_fields(fields)  # before any work: nothing is evaluated or written on refusal
+    except EntryValidationError as exc:
+        raise UsageError(f"submission refused: {exc}")
+    fields["submitted"] = {"tool": "advrp2k submit", "advrp2k_version": _version.__version__,
+                           "date": datetime.date.today().isoformat()}
+    job = _make_job(**kw, leaderboard=leaderboard, hand_fields=fields)
+    job.attacks = ranking_suite()  # exactly the suite the leaderboard ranks by
+    out = run_eval(job)
+    if out["entry"] is None:
+        return  # under torchrun only the main process writes and prints
+    click.echo(format_entry(out["entry"]))
+    click.echo(f"\nwrote {out['path']}\nSubmit it: open a pull request that adds this file to the advrp2k leaderboard.")
+
+
+@leaderboard_group.command("build")
+@click.argument("leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"))
+@click.option("--out", type=click.Path(path_type=Path), help="Site folder (default LEADERBOARD/site).")
+def build_cmd(leaderboard, out):
+    """Generate LEADERBOARD/leaderboard.json and the static site from the entries."""
+    from advrp2k.core.io import check_output_dir
+    from advrp2k.board.site import build_site
+
+    if not (leaderboard / "entries").is_dir():
+        raise UsageError(f"{leaderboard}/entries does not exist: run 'advrp2k eval' first or pass the leaderboard folder")
+    check_output_dir(leaderboard, "LEADERBOARD")
+    check_output_dir(out or leaderboard / "site", "--out")
+    report = build_site(leaderboard, out)
+    for p in report["problems"]:
+        click.echo(f"skipped invalid entry: {p}", err=True)
+    click.echo(f"built {report['site']}/index.html from {report['entries']} entries")
