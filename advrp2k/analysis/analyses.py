@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from advrp2k.core.eps import parse_eps
+from advrp2k.core.eps import by_eps, label_value
 from advrp2k.analysis.results import ROBUST, eps_labels, per_sku
-from advrp2k.analysis.stats import (bootstrap_rank_intervals, eps_at_fraction, holm, mcnemar_exact, monotone_envelope, normalised_auc, paired_bootstrap_diff, spearman, wilson_of)
+from advrp2k.analysis.stats import (bootstrap_rank_intervals, eps_at_fraction, holm, mcnemar_exact, monotone_envelope,
+                                    normalised_auc, paired_bootstrap_diff, spearman, wilson_of)
 
 #: Training-count bins of the long-tail view (inclusive bounds), recorded in every entry.
 TAIL_BINS = (("head (>= 100 train images)", 100, None), ("body (21-99)", 21, 99), ("tail (<= 20)", 0, 20))
@@ -56,8 +57,8 @@ def curve(entry: dict) -> dict:
         ``auc`` (area under the envelope over [0, max eps] divided by max eps: the mean accuracy
         over the budget range).
     """
-    labels = sorted(entry["robust_acc"], key=lambda lab: parse_eps(lab).value)
-    eps = [0.0] + [parse_eps(lab).value for lab in labels]
+    labels = by_eps(entry["robust_acc"])
+    eps = [0.0] + [label_value(lab) for lab in labels]
     acc = [entry["clean_acc"]] + [entry["robust_acc"][lab] for lab in labels]
     env = monotone_envelope(acc)
     return {"eps": eps, "labels": ["0"] + labels, "acc": acc, "envelope": env,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from advrp2k.core.eps import parse_eps
+from advrp2k.core.eps import by_eps, label_value
 from advrp2k.core.errors import UsageError
 
 ROBUST = "robust@"  # column prefix
@@ -70,8 +70,8 @@ def frame(data: dict, where: str = "per-example results") -> pd.DataFrame:
 
 def _add_attack_columns(df: pd.DataFrame, stages: dict, classes: list[str]) -> None:
     """robust@<eps> per eps, and for fooled examples the first (smallest eps) fooling attack and class."""
-    parsed = sorted(((parse_eps(k.split("@", 1)[1]).value, int(k.split(":", 1)[0]), k) for k in stages))
-    labels = sorted({k.split("@", 1)[1] for k in stages}, key=lambda lab: parse_eps(lab).value)
+    parsed = sorted(((label_value(k.split("@", 1)[1]), int(k.split(":", 1)[0]), k) for k in stages))
+    labels = by_eps({k.split("@", 1)[1] for k in stages})
     n = len(df)
     fooled_by, fooled_at = [None] * n, [None] * n
     adv = np.full(n, -1, dtype=np.int64)
@@ -81,7 +81,7 @@ def _add_attack_columns(df: pd.DataFrame, stages: dict, classes: list[str]) -> N
         for i, c in zip(st["fooled"], st.get("adv_class", [-1] * len(st["fooled"]))):
             if fooled_at[i] is None:
                 fooled_by[i], fooled_at[i], adv[i] = name, label, c
-    value = {lab: parse_eps(lab).value for lab in labels}
+    value = {lab: label_value(lab) for lab in labels}
     first = np.array([value[f] if f is not None else np.inf for f in fooled_at])
     for lab in labels:
         df[ROBUST + lab] = df["clean_correct"].to_numpy() & (first > value[lab])

@@ -1,1 +1,3 @@
-"""Leaderboard entries, their schema, ranking, the site, plots and the paper's published numbers: dicts and DataFrames only."""
+"""Leaderboard entries, their schema, ranking, the site, plots and the paper's published numbers:
+dicts and DataFrames only.
+"""

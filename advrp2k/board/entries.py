@@ -14,6 +14,7 @@ import re
 import stat
 from pathlib import Path
 
+from advrp2k.core.eps import by_eps
 from advrp2k.core.io import read_json, write_json
 from advrp2k.core.errors import EntryValidationError
 
@@ -82,7 +83,7 @@ def _acc_problems(entry: dict, where: str) -> list[str]:
     if not isinstance(robust, dict) or not robust:
         return out + [_problem("robust_acc", "must be an object like {\"8/255\": 0.12}", where)]
     prev = None
-    for label in sorted(robust, key=eps_value):
+    for label in by_eps(robust):
         value = robust[label]
         if not check(f"robust_acc.{label}", value):
             continue
@@ -92,15 +93,6 @@ def _acc_problems(entry: dict, where: str) -> list[str]:
             out.append(_problem(f"robust_acc.{label}", f"not monotone in eps: {value} at {label} > {prev[1]} at {prev[0]}", where))
         prev = (label, value)
     return out
-
-
-def eps_value(label: str) -> float:
-    try:
-        from advrp2k.core.eps import parse_eps
-
-        return parse_eps(label, allow_zero=True).value
-    except Exception:
-        return float("inf")
 
 
 def entry_problems(entry: dict, where: str = "entry") -> list[str]:

@@ -2,6 +2,8 @@
 then the long-tail and mistake-severity analyses."""
 from __future__ import annotations
 
+from advrp2k.core.eps import by_eps
+
 
 def _ci_text(interval) -> str:
     return f"  [{interval[0]:6.2%}, {interval[1]:6.2%}]" if interval else ""
@@ -18,7 +20,7 @@ def format_entry(entry: dict) -> str:
              f"  {'clean top-1':<{w}}{entry['clean_acc']:>9.2%}{_ci_text(ci.get('clean_acc'))}",
              f"  {'clean top-5':<{w}}{entry['top5_acc']:>9.2%}{_ci_text(ci.get('top5_acc'))}"]
     names = sorted({a['name'] for a in entry['attacks']})
-    for label, acc in sorted(entry["robust_acc"].items(), key=lambda kv: entry.get("eps", {}).get(kv[0], 0)):
+    for label, acc in ((lab, entry["robust_acc"][lab]) for lab in by_eps(entry["robust_acc"])):
         for name, per in entry.get("per_attack", {}).items() if len(names) > 1 else ():
             lines.append(f"  {'  ' + name + ' alone @ ' + label:<{w}}{per[label]:>9.2%}"
                          f"{_ci_text(ci.get('per_attack', {}).get(name, {}).get(label))}")

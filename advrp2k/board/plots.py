@@ -5,6 +5,8 @@ markup; every number in it comes from the entry. Text is escaped.
 """
 from __future__ import annotations
 
+from advrp2k.core.eps import label_value
+
 import html
 
 LEFT, RIGHT, TOP, BOTTOM = 48, 16, 16, 40
@@ -31,7 +33,7 @@ def accuracy_svg(entry: dict, width: int = 420, height: int = 230) -> str:
         band = [(e * 255, lo, hi) for e, (lo, hi) in zip(c["eps"], c["ci95"])]
     else:
         pts = [(0.0, entry["clean_acc"])] + sorted(
-            (entry.get("eps", {}).get(k, _eps_float(k)) * 255, v) for k, v in entry["robust_acc"].items())
+            (entry.get("eps", {}).get(k, label_value(k)) * 255, v) for k, v in entry["robust_acc"].items())
         band = []
     xmax = max(8.0, max(p[0] for p in pts))
     sx = lambda e: LEFT + (width - LEFT - RIGHT) * e / xmax  # noqa: E731
@@ -45,11 +47,6 @@ def accuracy_svg(entry: dict, width: int = 420, height: int = 230) -> str:
     body += "".join(f'<circle cx="{sx(e):.1f}" cy="{_y(a, height):.1f}" r="4"><title>eps {e:g}/255: {100 * a:.2f}%'
                     f'</title></circle>' for e, a in pts)
     return _frame(width, height, "accuracy versus eps", body, "l_inf eps (/255)")
-
-
-def _eps_float(label: str) -> float:
-    num, _, den = label.partition("/")
-    return float(num) / float(den or 1)
 
 
 def fig7_svg(long_tail: dict, width: int = 420, height: int = 230) -> str:

@@ -22,8 +22,8 @@ from advrp2k.analysis.analyses import ranking_statistics
 from advrp2k.core.errors import UsageError
 from advrp2k.board.entries import entry_file
 from advrp2k.analysis.results import ROBUST, examples
-from advrp2k.core.ranking_rule import (MIN_APGD_STEPS, MIN_PGD_STEPS, MIN_SQUARE_QUERIES, RANK_EPS, RANKING_EPS_LABELS,
-                                       RANKING_RULE)
+from advrp2k.core.ranking_rule import (MIN_APGD_STEPS, MIN_PGD_STEPS, MIN_SQUARE_QUERIES, RANK_EPS,
+                                       RANKING_EPS_LABELS)
 
 log = logging.getLogger(__name__)
 ALPHA = 0.05

@@ -63,3 +63,17 @@ def parse_eps_list(text: str) -> list[Eps]:
     if not items:
         raise UsageError("no eps given: write a list such as 4/255,8/255")
     return sorted(set(items))
+
+
+def label_value(label: str) -> float:
+    """The budget a results label (``"8/255"``, ``"0.03"``, ``"0"``) stands for: the one way
+    every layer reads a label back. An unreadable label is ``inf``, so it sorts last."""
+    try:
+        return parse_eps(label, allow_zero=True).value
+    except UsageError:
+        return float("inf")
+
+
+def by_eps(labels) -> list[str]:
+    """Labels in increasing budget."""
+    return sorted(labels, key=label_value)

@@ -1,9 +1,9 @@
 """Integrity checks on every evaluation (see docs: evaluation-integrity.md).
 
 FAIL-level checks raise ``IntegrityError`` (no entry is written). FLAG-level checks return
-``{"check", "detail"}`` records that are stored in the entry and mark it unreliable; a flag
-that an attack can settle also names it (``remedy``: the attacks the evaluator then runs on
-the examples still robust, see ``advrp2k.eval.escalation``).
+flag records (``advrp2k.eval.flags``: an identifier, a title, the detail) that are stored in the
+entry and mark it unreliable; a flag that an attack can settle also names it (``remedy``: the
+attacks the evaluator then runs on the examples still robust, see ``advrp2k.eval.escalation``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from torch import nn
 
 from advrp2k.plugins.attack import create_attack
 from advrp2k.core.errors import IntegrityError
-from advrp2k.eval.escalation import MORE_QUERIES, MORE_STEPS, SCALE_INVARIANT
+from advrp2k.eval.flags import (BATCH_DEPENDENT, GRADIENTS, NO_COLLAPSE, NONDETERMINISTIC, NOT_CONVERGED,
+                                PROBABILITIES, RANDOM_SEARCH_WINS)
 
 
 def state_digest(model: nn.Module) -> str:
@@ -52,14 +53,13 @@ def flag_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict
     flags = []
     a, b = model(x), model(x)
     if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
-        flags.append({"check": "determinism", "detail": f"two forward passes differ by {(a - b).abs().max():.3g}"})
+        flags.append(NONDETERMINISTIC.flag(f"two forward passes differ by {(a - b).abs().max():.3g}"))
     single = torch.cat([model(x[i:i + 1]) for i in range(min(len(x), 8))])
     if (single.argmax(1) != a[:len(single)].argmax(1)).any():
-        flags.append({"check": "batch-size invariance", "detail": "predictions at batch size 1 and N disagree"})
+        flags.append(BATCH_DEPENDENT.flag("predictions at batch size 1 and N disagree"))
     rows = a.sum(1)
     if (a >= 0).all() and torch.allclose(rows, torch.ones_like(rows), atol=1e-3):
-        flags.append({"check": "logits, not probabilities", "remedy": SCALE_INVARIANT,
-                      "detail": "outputs are rows of probabilities; attacks on their cross-entropy are weakened"})
+        flags.append(PROBABILITIES.flag("outputs are rows of probabilities; attacks on their cross-entropy are weakened"))
     flags += _gradient_flags(model, x, y)
     return flags
 
@@ -69,15 +69,13 @@ def _gradient_flags(model, x, y) -> list[dict]:
         xg = x.clone().requires_grad_(True)
         grad, = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg, allow_unused=True)
     if grad is None:
-        return [{"check": "usable gradients", "remedy": SCALE_INVARIANT,
-                 "detail": "the output does not depend on the input through autograd"}]
+        return [GRADIENTS.flag("the output does not depend on the input through autograd")]
     if not torch.isfinite(grad).all():
-        return [{"check": "usable gradients", "remedy": SCALE_INVARIANT, "detail": "input gradients contain NaN or inf"}]
+        return [GRADIENTS.flag("input gradients contain NaN or inf")]
     zero = (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
     if zero > 0.5:
-        return [{"check": "usable gradients", "remedy": SCALE_INVARIANT,
-                 "detail": f"input gradient is exactly zero for {zero:.0%} of examples (masked gradients or "
-                           f"saturated logits)"}]
+        return [GRADIENTS.flag(f"input gradient is exactly zero for {zero:.0%} of examples (masked gradients or "
+                               f"saturated logits)")]
     return []
 
 
@@ -87,8 +85,8 @@ def large_eps_flag(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_class
     acc = 1 - res.fooled.float().mean().item()
     bound = max(2.0 / num_classes, 0.05)
     if acc > bound:
-        return [{"check": "large-eps collapse", "remedy": MORE_QUERIES,
-                 "detail": f"PGD at eps 0.5 leaves {acc:.1%} accuracy (expected <= {bound:.1%}): gradients may be masked"}]
+        return [NO_COLLAPSE.flag(f"PGD at eps 0.5 leaves {acc:.1%} accuracy (expected <= {bound:.1%}): "
+                                 f"gradients may be masked")]
     return []
 
 
@@ -106,9 +104,8 @@ def random_search_flags(attacks, by_attack: dict, n: int) -> list[dict]:
         black = torch.stack([m[label] for m, free in zip(masks, kinds) if free]).all(0)
         extra = int((white & ~black).sum())
         if extra > max(2, 0.01 * n):
-            flags.append({"check": "white-box beats random search", "remedy": MORE_QUERIES,
-                          "detail": f"at {label} a gradient-free search fooled {extra} examples that every gradient "
-                                    f"attack missed: gradients may be masked"})
+            flags.append(RANDOM_SEARCH_WINS.flag(f"at {label} a gradient-free search fooled {extra} examples that every "
+                                                 f"gradient attack missed: gradients may be masked"))
     return flags
 
 
@@ -158,8 +155,7 @@ def convergence_flags(model, x, y, attacks, robust: dict, eps_list, device, batc
     drop = extra / max(1, len(idx)) * share
     low, high = (share * b for b in wilson(extra, len(idx)))
     if drop > 0.005:
-        return [{"check": "convergence", "remedy": MORE_STEPS,
-                 "detail": f"PGD with {2 * base.steps} steps and {2 * base.restarts} restarts fooled {extra} of "
+        return [NOT_CONVERGED.flag(f"PGD with {2 * base.steps} steps and {2 * base.restarts} restarts fooled {extra} of "
                            f"{len(idx)} sampled survivors at {eps.label}: robust accuracy about {100 * drop:.2f} "
-                           f"points lower (95 % interval {100 * low:.2f} to {100 * high:.2f})"}]
+                           f"points lower (95 % interval {100 * low:.2f} to {100 * high:.2f})")]
     return []

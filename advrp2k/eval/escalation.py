@@ -11,18 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from advrp2k.eval.flags import NONDETERMINISTIC, fired
 from advrp2k.plugins.attack_spec import AttackSpec
 
 #: Forward passes per verdict for a randomized model: an example counts as fooled if its final
 #: point is misclassified in any of them (and clean-correct only if classified right in all).
 VERDICT_PASSES = 10
-
-#: The attack each kind of flag calls for.
-SCALE_INVARIANT = [{"name": "pgd_cw", "options": {}}, {"name": "apgd_t", "options": {}},
-                   {"name": "square", "options": {"queries": 5000}}]
-MORE_QUERIES = [{"name": "square", "options": {"queries": 5000}}]
-MORE_STEPS = [{"name": "pgd", "options": {"steps": 100, "restarts": 5, "seed": 1}}]
-
 
 @dataclass
 class Protocol:
@@ -43,7 +37,7 @@ class Protocol:
 
 def protocol_for(flags: list[dict]) -> Protocol:
     """The randomized protocol when the determinism check fired, else the deterministic one."""
-    nondet = next((f for f in flags if f["check"] == "determinism"), None)
+    nondet = fired(flags, NONDETERMINISTIC)
     if nondet is None:
         return Protocol()
     return Protocol(True, VERDICT_PASSES, f"the model is not deterministic ({nondet['detail']})")

@@ -19,10 +19,12 @@ from torch import nn
 from advrp2k.core.eps import Eps
 from advrp2k.plugins.attack import frozen_eval
 from advrp2k.plugins.attack_spec import AttackSpec  # noqa: F401  (re-exported: part of the evaluator's API)
-from advrp2k.eval.checks import (convergence_flags, fail_if, fail_if_nonfinite_weights, flag_checks, large_eps_flag, random_search_flags, state_digest)
+from advrp2k.eval.checks import (convergence_flags, fail_if, fail_if_nonfinite_weights, flag_checks, large_eps_flag,
+                                 random_search_flags, state_digest)
 from advrp2k.core import distributed
 from advrp2k.eval.engine import Engine, _batches
 from advrp2k.eval.escalation import plan_remedies, protocol_for, randomized_suite
+from advrp2k.eval.flags import LOW_PRECISION
 from advrp2k.core.precision import OVERTURN_FLAG, fp32_verdicts
 from advrp2k.core.batches import batch_images
 from advrp2k.eval.state import EvalState
@@ -141,11 +143,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     robust = _worst_case(by_attack, eps_list)
     _check_monotone(clean, robust)
     if sanity_checks:
-        flags += random_search_flags(suite, by_attack, len(y))
-        if not protocol.randomized:  # its single-pass claims would mistake noise for progress
-            conv = convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size, engine.final_points) \
-                if distributed.is_main() else None
-            flags += distributed.broadcast(conv)
+        flags += _suite_flags(model, x, y, suite, by_attack, robust, eps_list, device, batch_size, engine, protocol)
     robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list, seed) if escalate \
         else (robust, None)
     engine.overturned = sum(distributed.all_gather(engine.overturned))
@@ -161,6 +159,17 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
                       time.perf_counter() - start, per, protocol=protocol.to_dict(), escalation=escalation,
                       precision=engine.precision_record())
 
+
+
+def _suite_flags(model, x, y, suite, by_attack, robust, eps_list, device, batch_size, engine, protocol) -> list[dict]:
+    """The checks on the suite's own results: a random search beating the gradient attacks, and
+    (deterministic models only: single-pass claims would mistake noise for progress) convergence."""
+    flags = random_search_flags(suite, by_attack, len(y))
+    if not protocol.randomized:
+        conv = convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size, engine.final_points) \
+            if distributed.is_main() else None
+        flags += distributed.broadcast(conv)
+    return flags
 
 def _preflight(model, x, y, device, num_classes) -> list[dict]:
     probe = torch.arange(min(len(y), 64))
@@ -183,10 +192,10 @@ def _resumed_clean(state: EvalState, clean: torch.Tensor, protocol) -> torch.Ten
 def _overturn_flags(engine) -> list[dict]:
     rec = engine.precision_record()
     if rec["overturned"] > OVERTURN_FLAG * max(1, rec["attacked"]):
-        return [{"check": "low-precision verdicts", "detail": f"fp32 overturned {rec['overturned']} bf16 claims of a "
+        return [LOW_PRECISION.flag(f"fp32 overturned {rec['overturned']} bf16 claims of a "
                  f"fooling point, {rec['overturned'] / max(1, rec['attacked']):.1%} of the {rec['attacked']} attacked "
                  f"examples (> {OVERTURN_FLAG:.0%}); each was attacked again in fp32, but bf16 attack steps look "
-                 f"weak here: re-run with --precision fp32"}]
+                 f"weak here: re-run with --precision fp32")]
     return []
 
 
