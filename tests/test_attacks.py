@@ -6,14 +6,12 @@ import torch
 from advrp2k import ATTACKS, create_attack
 from advrp2k.plugins.attack import Attack, AttackResult
 from advrp2k.core.errors import AttackContractError
+from helpers import random_batch
 from conftest import LinearModel, tiny_cnn
 
 EPS = 8 / 255
 
 
-def _data(n=16, seed=0, classes=4):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, classes, (n,), generator=g)
 
 
 def _fast(name):
@@ -23,7 +21,7 @@ def _fast(name):
 
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_stays_in_ball_and_box(name):
-    model, (x, y) = tiny_cnn(), _data()
+    model, (x, y) = tiny_cnn(), random_batch(16)
     res = create_attack(name, "8/255", **_fast(name))(model, x, y)
     assert res.x_adv.shape == x.shape and res.fooled.dtype == torch.bool
     assert (res.x_adv.double() - x.double()).abs().max() <= EPS + 1e-6
@@ -33,7 +31,7 @@ def test_stays_in_ball_and_box(name):
 @pytest.mark.parametrize("name", ATTACKS.names())
 @pytest.mark.parametrize("train_mode", [True, False])
 def test_restores_mode_and_takes_no_weight_gradients(name, train_mode):
-    model, (x, y) = tiny_cnn(), _data()
+    model, (x, y) = tiny_cnn(), random_batch(16)
     model.train(train_mode)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     create_attack(name, "8/255", **_fast(name))(model, x, y)
@@ -45,7 +43,7 @@ def test_restores_mode_and_takes_no_weight_gradients(name, train_mode):
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_fooled_flags_are_true(name):
     """Every example flagged fooled is misclassified at its returned point."""
-    model, (x, y) = tiny_cnn(), _data(32)
+    model, (x, y) = tiny_cnn(), random_batch(32)
     res = create_attack(name, "16/255", **_fast(name))(model.eval(), x, y)
     with torch.no_grad():
         wrong = model(res.x_adv).argmax(1) != y
@@ -94,7 +92,7 @@ def test_best_so_far_counts_a_point_visited_mid_run():
 
 
 def test_eps_zero_changes_nothing():
-    model, (x, y) = tiny_cnn().eval(), _data()
+    model, (x, y) = tiny_cnn().eval(), random_batch(16)
     res = create_attack("pgd", 0.0, steps=3)(model, x, y)
     with torch.no_grad():
         clean_wrong = model(x).argmax(1) != y
@@ -106,26 +104,26 @@ def test_attack_outside_ball_is_rejected():
         def perturb(self, model, x, y, init=None, generator=None):
             return AttackResult((x + 2 * self.eps.value).clamp(0, 1), torch.ones(len(x), dtype=torch.bool))
 
-    model, (x, y) = tiny_cnn(), _data()
+    model, (x, y) = tiny_cnn(), random_batch(16)
     with pytest.raises(AttackContractError, match="outside the eps-ball"):
         Cheat("8/255")(model, x * 0.5, y)
 
 
 def test_normalised_inputs_are_rejected():
-    model, (x, y) = tiny_cnn(), _data()
+    model, (x, y) = tiny_cnn(), random_batch(16)
     with pytest.raises(AttackContractError, match=r"outside \[0, 1\]"):
         create_attack("pgd", "8/255")(model, (x - 0.5) / 0.25, y)
 
 
 def test_restarts_and_seed_are_deterministic():
-    model, (x, y) = tiny_cnn().eval(), _data(32)
+    model, (x, y) = tiny_cnn().eval(), random_batch(32)
     a = create_attack("pgd", "4/255", steps=3, restarts=2, seed=5)(model, x, y)
     b = create_attack("pgd", "4/255", steps=3, restarts=2, seed=5)(model, x, y)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.fooled, b.fooled)
 
 
 def test_refill_keeps_a_batch_in_flight_and_matches_one_big_batch():
-    model, (x, y) = tiny_cnn(seed=1).eval(), _data(64)
+    model, (x, y) = tiny_cnn(seed=1).eval(), random_batch(64)
     sizes = []
     hook = model.register_forward_pre_hook(lambda m, inp: sizes.append(len(inp[0])))
     small = create_attack("pgd", "8/255", steps=10, random_start=False, restarts=2)

@@ -6,16 +6,11 @@ import pickle
 import pytest
 import torch
 import torchvision
-from click.testing import CliRunner
 
 from advrp2k.train.augment import augment_batch
-from advrp2k.cli import cli
+from helpers import invoke as _run
 
 TINY = ["--dataset", "rp2k_synth", "--epochs", "1", "--image-size", "16"]
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.fixture

@@ -18,12 +18,10 @@ from advrp2k.plugins.attack_spec import AttackSpec
 from advrp2k.cli import cli
 from advrp2k.core.errors import AttackContractError
 from advrp2k.eval.evaluator import evaluate
+from helpers import random_batch
 from conftest import tiny_cnn
 
 
-def _data(n: int = 24, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
 
 
 @pytest.fixture
@@ -39,7 +37,7 @@ def inverting_attack():
 
 
 def test_the_engine_checks_the_ball_whatever_the_plugin_does(inverting_attack):
-    x, y = _data()
+    x, y = random_batch(24)
     model = tiny_cnn()
     with pytest.raises(AttackContractError, match="invert_cheat stepped outside the eps-ball"):
         evaluate(model, x, y, [AttackSpec(inverting_attack)], [parse_eps("8/255")], torch.device("cpu"),
@@ -115,7 +113,7 @@ def test_verdicts_run_without_tf32_and_restore_it():
 
         from advrp2k.eval.evaluator import clean_pass
 
-        x, y = _data(4)
+        x, y = random_batch(4)
         clean_pass(Probe(), x, y, torch.device("cpu"), batch_size=4)
         assert seen and all(s == (False, False) for s in seen)
         with fp32_verdicts():
@@ -220,7 +218,7 @@ def bf16_liar():
 
 
 def test_bf16_claims_that_fp32_rejects_are_attacked_again_in_fp32(bf16_liar):
-    x, y = _data(32)
+    x, y = random_batch(32)
     model = tiny_cnn().eval()
     run = lambda precision: evaluate(model, x, y, [AttackSpec(bf16_liar)], [parse_eps("8/255")],
                                      torch.device("cpu"), sanity_checks=False, precision=precision)
@@ -238,7 +236,7 @@ def test_pgd_without_early_stop_is_refused_by_an_evaluation_before_any_work(tiny
     assert result.exit_code == 2 and "early_stop=False is adversarial training's mode" in result.output
     assert not (tmp_path / "home").exists() or not list((tmp_path / "home").rglob("model.safetensors"))
     with pytest.raises(Exception, match="early_stop=False"):
-        evaluate(tiny_cnn(), *_data(), [AttackSpec("pgd", {"early_stop": False})], [parse_eps("8/255")],
+        evaluate(tiny_cnn(), *random_batch(24), [AttackSpec("pgd", {"early_stop": False})], [parse_eps("8/255")],
                  torch.device("cpu"), sanity_checks=False)
 
 
@@ -269,7 +267,7 @@ class _NeverFooled(torch.nn.Module):
 
 
 def test_counts_come_from_hooks_on_the_model():
-    x, _ = _data(12)
+    x, _ = random_batch(12)
     y = torch.zeros(12, dtype=torch.long)
     res = evaluate(_NeverFooled(), x, y, [AttackSpec("pgd", {"steps": 5})], [parse_eps("8/255")],
                    torch.device("cpu"), sanity_checks=False)
@@ -277,7 +275,7 @@ def test_counts_come_from_hooks_on_the_model():
 
 
 def test_autoattack_work_is_counted(monkeypatch):
-    x, y = _data(8)
+    x, y = random_batch(8)
     spec = AttackSpec("autoattack", {"apgd_steps": 3, "square_queries": 5})
     res = evaluate(tiny_cnn(), x, y, [spec], [parse_eps("8/255")], torch.device("cpu"), sanity_checks=False)
     assert res.counts["attack_forwards"] > 0 and res.counts["attack_backwards"] > 0

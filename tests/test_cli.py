@@ -3,18 +3,12 @@ import json
 import pickle
 
 import pytest
-from click.testing import CliRunner
 
 from advrp2k.models.checkpoints import save_model
-from advrp2k.cli import cli
 from advrp2k.models.factory import create_model
+from helpers import invoke as run
 
 FAST = ["--epochs", "1", "--image-size", "16"]
-
-
-def run(*args):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result
 
 
 def _eval(tiny_synth, tmp_path, *extra):
@@ -91,12 +85,22 @@ def test_code_running_pickle_checkpoint_is_refused(tiny_synth, tmp_path):
     assert not marker.exists()
 
 
-def test_checkpoint_from_train_is_usable_by_eval(tiny_synth, tmp_path):
+def test_checkpoint_from_train_is_usable_by_eval(tiny_synth, tmp_path, monkeypatch):
+    """The trained file alone is evaluated: from a fresh cache, with nothing trained again."""
+    import hashlib
+    import shutil
+
     trained = run("train", "--defense", "standard", "--dataset", "rp2k_synth", "--data", str(tiny_synth), *FAST)
     assert trained.exit_code == 0, trained.output
-    ckpt = trained.output.strip().split(": ", 1)[1]
-    result = _eval(tiny_synth, tmp_path, "--checkpoint", ckpt)
+    ckpt = tmp_path / "mine.safetensors"
+    shutil.copyfile(trained.output.strip().split(": ", 1)[1], ckpt)
+    fresh = tmp_path / "fresh-home"
+    monkeypatch.setenv("ADVRP2K_HOME", str(fresh))
+    result = _eval(tiny_synth, tmp_path, "--checkpoint", str(ckpt))
     assert result.exit_code == 0, result.output
+    assert not (fresh / "models").exists() or not any((fresh / "models").iterdir())  # nothing was trained
+    entry = json.loads((tmp_path / "lb" / "entries" / "rp2k_synth" / "linf" / "Standard_smallcnn.json").read_text())
+    assert entry["reproducibility"]["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
 
 
 def test_list_and_bad_defense():

@@ -1,12 +1,7 @@
 """robustbench 1.1.1 and pyautoattack as installed from PyPI, imported deliberately."""
-import subprocess
-import sys
 
 import pytest
-
-
-def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+from helpers import run_python as _python
 
 
 def test_import_advrp2k_does_not_import_robustbench_or_autoattack():

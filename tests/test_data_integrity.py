@@ -14,20 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from advrp2k.cli import cli
 from advrp2k.data import load_split, scan_rp2k
 from advrp2k.data.prepared import PreparedSplit, is_prepared, prepare
 from advrp2k.core.errors import DataError
 from conftest import SKUS, jpeg_bytes
+from helpers import invoke as _run
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def _one_line_error(result, code: int, *needles: str) -> None:

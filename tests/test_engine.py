@@ -6,6 +6,7 @@ from advrp2k import parse_eps
 from advrp2k.core.errors import UsageError
 from advrp2k.eval.state import EvalState
 from advrp2k.eval.evaluator import AttackSpec, evaluate
+from helpers import random_batch
 from conftest import tiny_cnn
 
 CPU = torch.device("cpu")
@@ -13,9 +14,6 @@ EPS = [parse_eps("4/255"), parse_eps("8/255")]
 DET_PGD = AttackSpec("pgd", {"steps": 5, "random_start": False})
 
 
-def _data(n=64, classes=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 3, 8, 8, generator=g) * 255).to(torch.uint8), torch.randint(0, classes, (n,), generator=g)
 
 
 def _header(**over):
@@ -23,7 +21,7 @@ def _header(**over):
 
 
 def test_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch):
-    x, y = _data()
+    x, y = random_batch(64, uint8=True)
     model = tiny_cnn(seed=1)
     reference = evaluate(model, x, y, [DET_PGD], EPS, CPU, batch_size=2)
     from advrp2k.attacks.pgd import PGD
@@ -63,7 +61,7 @@ def test_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch
 
 
 def test_resuming_an_unfinished_run_with_another_config_is_refused(tmp_path):
-    x, y = _data(16)
+    x, y = random_batch(16, uint8=True)
     path = tmp_path / "examples.json"
     unfinished = EvalState(path, _header())
     unfinished.record("0:pgd@4/255", [0, 1], [1])
@@ -74,7 +72,7 @@ def test_resuming_an_unfinished_run_with_another_config_is_refused(tmp_path):
 
 
 def test_per_attack_numbers_and_worst_case():
-    x, y = _data()
+    x, y = random_batch(64, uint8=True)
     res = evaluate(tiny_cnn(), x, y, [AttackSpec("fgsm"), AttackSpec("pgd", {"steps": 5})], EPS, CPU)
     assert set(res.per_attack) == {"fgsm", "pgd"}
     for e in ("4/255", "8/255"):
@@ -83,7 +81,7 @@ def test_per_attack_numbers_and_worst_case():
 
 
 def test_cascade_attacks_fewer_examples_with_the_same_worst_case():
-    x, y = _data()
+    x, y = random_batch(64, uint8=True)
     specs = [AttackSpec("pgd", {"steps": 5, "random_start": False}), AttackSpec("fgsm")]
     full = evaluate(tiny_cnn(), x, y, specs, EPS, CPU)
     cascade = evaluate(tiny_cnn(), x, y, specs, EPS, CPU, per_attack=False)
@@ -92,7 +90,7 @@ def test_cascade_attacks_fewer_examples_with_the_same_worst_case():
 
 
 def test_larger_eps_only_attacks_survivors_of_the_smaller():
-    x, y = _data()
+    x, y = random_batch(64, uint8=True)
     res = evaluate(tiny_cnn(), x, y, [DET_PGD], EPS, CPU)
     survivors_4 = int(res.robust["4/255"].sum())
     assert res.counts["attacked_examples"] == int(res.clean_correct.sum()) + survivors_4
@@ -109,7 +107,7 @@ def test_gradient_masking_is_caught_by_random_search():
         def forward(self, x):
             return self.net(x.detach()) + 0 * x.sum()
 
-    x, y = _data(96)
+    x, y = random_batch(96, uint8=True)
     with torch.no_grad():
         y = Masked()(x.float() / 255).argmax(1)  # every example correct clean
     specs = [AttackSpec("pgd", {"steps": 3, "random_start": False}), AttackSpec("square", {"queries": 300})]
@@ -119,7 +117,7 @@ def test_gradient_masking_is_caught_by_random_search():
 
 
 def test_unconverged_attack_is_flagged():
-    x, y = _data(96)
+    x, y = random_batch(96, uint8=True)
     model = tiny_cnn(seed=3)
     weak = AttackSpec("pgd", {"steps": 1, "step_size": 4 / 255, "random_start": False})
     res = evaluate(model, x, y, [weak], [parse_eps("16/255")], CPU)
@@ -129,7 +127,7 @@ def test_unconverged_attack_is_flagged():
 
 
 def test_autoattack_is_at_least_as_strong_as_pgd_here():
-    x, y = _data(48)
+    x, y = random_batch(48, uint8=True)
     specs = [AttackSpec("pgd", {"steps": 10}), AttackSpec("autoattack", {"apgd_steps": 20, "square_queries": 200})]
     res = evaluate(tiny_cnn(seed=4), x, y, specs, [parse_eps("8/255")], CPU)
     assert res.per_attack["autoattack"]["8/255"] <= res.per_attack["pgd"]["8/255"]

@@ -6,6 +6,7 @@ from advrp2k import parse_eps
 from advrp2k.eval.checks import state_digest
 from advrp2k.core.errors import IntegrityError
 from advrp2k.eval.evaluator import AttackSpec, evaluate
+from helpers import random_batch
 from conftest import tiny_cnn
 
 CPU = torch.device("cpu")
@@ -13,9 +14,6 @@ EPS = [parse_eps("4/255"), parse_eps("8/255")]
 PGD = [AttackSpec("pgd", {"steps": 5})]
 
 
-def _data(n=48, classes=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 3, 8, 8, generator=g) * 255).to(torch.uint8), torch.randint(0, classes, (n,), generator=g)
 
 
 class Planted(torch.nn.Module):
@@ -32,7 +30,7 @@ class Planted(torch.nn.Module):
 
 
 def test_robust_le_clean_and_monotone():
-    x, y = _data()
+    x, y = random_batch(48, uint8=True)
     model = tiny_cnn().eval()
     res = evaluate(model, x, y, PGD, EPS, CPU, batch_size=16)
     r = res.robust_acc()
@@ -41,13 +39,13 @@ def test_robust_le_clean_and_monotone():
 
 
 def test_eps_zero_gives_clean_accuracy():
-    x, y = _data()
+    x, y = random_batch(48, uint8=True)
     res = evaluate(tiny_cnn(), x, y, PGD, [parse_eps("0", allow_zero=True)], CPU)
     assert res.robust_acc()["0/255"] == res.clean_acc()
 
 
 def test_clean_misclassified_are_never_attacked():
-    x, y = _data(64)
+    x, y = random_batch(64, uint8=True)
     res = evaluate(tiny_cnn(), x, y, PGD, EPS[:1], CPU)
     n_correct = int(res.clean_correct.sum())
     assert res.counts["attack_forwards"] <= n_correct * (5 + 1)
@@ -55,7 +53,7 @@ def test_clean_misclassified_are_never_attacked():
 
 
 def test_train_mode_model_is_evaluated_in_eval_mode_and_bn_stats_unchanged():
-    x, y = _data()
+    x, y = random_batch(48, uint8=True)
     model = tiny_cnn().train()
     digest = state_digest(model)
     res_train_mode = evaluate(model, x, y, PGD, EPS, CPU)
@@ -75,13 +73,13 @@ def test_model_that_changes_its_state_fails():
             self.calls += 1
             return self.lin(x.flatten(1))
 
-    x, y = _data()
+    x, y = random_batch(48, uint8=True)
     with pytest.raises(IntegrityError, match="eval mode"):
         evaluate(Drifting(), x, y, PGD, EPS, CPU)
 
 
 def test_planted_vulnerability_is_fully_broken():
-    x, y = _data()
+    x, y = random_batch(48, uint8=True)
     y[:] = 0
     res = evaluate(Planted(x), x, y, [AttackSpec("pgd", {"steps": 3})], EPS, CPU)
     assert res.clean_acc() == 1.0 and res.robust_acc()["4/255"] == 0.0
@@ -97,7 +95,7 @@ def test_zero_gradient_model_is_flagged():
             q = torch.round(x * 4) / 4  # zero gradient almost everywhere
             return self.net(q)
 
-    x, y = _data()
+    x, y = random_batch(48, uint8=True)
     res = evaluate(Quantised(), x, y, PGD, EPS, CPU)
     assert any(f["check"] == "usable gradients" for f in res.flags)
 
@@ -111,19 +109,19 @@ def test_probability_outputs_are_flagged():
         def forward(self, x):
             return self.net(x).softmax(1)
 
-    x, y = _data()
+    x, y = random_batch(48, uint8=True)
     res = evaluate(Probs(), x, y, PGD, EPS, CPU)
     assert any(f["check"] == "logits, not probabilities" for f in res.flags)
 
 
 def test_honest_model_is_not_flagged():
-    x, y = _data()
+    x, y = random_batch(48, uint8=True)
     res = evaluate(tiny_cnn(), x, y, PGD, EPS, CPU)
     assert res.flags == []
 
 
 def test_batch_size_does_not_change_results():
-    x, y = _data(40)
+    x, y = random_batch(40, uint8=True)
     a = evaluate(tiny_cnn(), x, y, PGD, EPS, CPU, batch_size=7)
     b = evaluate(tiny_cnn(), x, y, PGD, EPS, CPU, batch_size=40)
     assert torch.equal(a.clean_correct, b.clean_correct)

@@ -9,21 +9,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from advrp2k.cli import cli
 from advrp2k.cli.group import EXIT_OUTPUT
+from helpers import invoke as run
+from helpers import CLI
 
-CLI = [sys.executable, "-c", "from advrp2k.cli import main; main()"]
 FAST = ["--epochs", "1", "--image-size", "16"]
-
-
-def run(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def _proc(args, home, cwd):
@@ -232,7 +226,7 @@ def test_submit_refuses_bad_fields_before_any_work_and_leaves_nothing(isolated_h
 
 
 def test_eval_defaults_to_the_standard_defense_but_submit_needs_one_named(isolated_home, tmp_path):
-    from advrp2k.cli.commands import _job_options
+    from advrp2k.cli.job_options import _job_options
 
     defense = next(p for p in _job_options(lambda **k: None).__click_params__ if p.name == "defense")
     assert defense.default == "standard"

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from advrp2k.analysis.stats import (bootstrap_rank_intervals, eps_at_fraction, holm, mcnemar_exact, monotone_envelope, normalised_auc, paired_bootstrap_diff, spearman, wilson)
+from advrp2k.analysis.stats import (bootstrap_rank_intervals, eps_at_fraction, holm, mcnemar_exact, monotone_envelope,
+                                    normalised_auc, paired_bootstrap_diff, spearman, wilson)
 
 
 def test_wilson_bounds_by_hand():

@@ -3,7 +3,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,8 +12,8 @@ from safetensors.torch import load_file
 from advrp2k.plugins.defense import create_defense
 from advrp2k.models.factory import create_model
 from advrp2k.train.trainer import TrainSettings, train
+from helpers import CLI
 
-CLI = [sys.executable, "-c", "from advrp2k.cli import main; main()"]
 
 
 def _cli(args, home, **kw):

@@ -1,1 +1,3 @@
-"""Foundations every layer shares: errors, eps, files, locks, paths, compatibility, processes, precision, random streams, the batch contract."""
+"""Foundations every layer shares: errors, eps, files, locks, paths, compatibility, processes,
+precision, random streams, the batch contract.
+"""

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from advrp2k.data.source import write_marker
-from advrp2k.data.synth import (_FLAVOURS_CN, _SIZES, _TYPE_CN, _BRANDS_CN, Sku, SynthConfig, _Line, _render_product, _shelf_photo, _write_tables, write_dataset)
+from advrp2k.data.synth import (_FLAVOURS_CN, _SIZES, _TYPE_CN, _BRANDS_CN, Sku, SynthConfig, _Line, _render_product,
+                                _shelf_photo, _write_tables, write_dataset)
 
 RP2K_SKUS, RP2K_IMAGES = 2388, 384_311
 TAIL_SIGMA = 1.5  # lognormal spread: with it a median of 47 gives RP2K's mean of ~161 images per SKU

@@ -1,1 +1,3 @@
-"""Evaluating a model under an attack suite: evaluator, engine, saved state, checks, escalation (never imports training)."""
+"""Evaluating a model under an attack suite: evaluator, engine, saved state, checks, escalation
+(never imports training).
+"""

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from advrp2k.plugins.registry import ARCHS, register_arch
+from advrp2k.plugins.registry import register_arch
 
 #: ImageNet statistics; the models are trained from scratch, so any fixed values would do,
 #: but the layer must live inside the model so attacks always see [0, 1] pixels.

@@ -1,1 +1,3 @@
-"""What a plugin author reads: the registries, declared options, and the attack and defense contracts."""
+"""What a plugin author reads: the registries, declared options, and the attack and defense
+contracts.
+"""

@@ -173,24 +173,12 @@ def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.
             net.train()
             bar = progress(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{settings.epochs}",
                            leave=False) if progress else None
-            # This process's share of every global batch; a last batch too small to give every
-            # process an example is skipped by all.
-            shares = [b[distributed.rank()::distributed.world_size()] if len(b) >= distributed.world_size()
-                      else b[:0] for b in batches]
-            for b, xb in prefetched(x, shares, device, start_batch):
+            for b, loss in _epoch_steps(net, defense, x, y, batches, settings, device, opt, gens, start_batch):
                 if distributed.any_true(stop.is_set()):  # every process stops at the same batch
                     gens["shuffle"].set_state(epoch_gen_state)  # the permutation is redrawn on resume
                     _save_state(run_dir, model, opt, sched, epoch, b, gens)
                     raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, batch {b}; re-run to resume")
-                if not len(shares[b]):
-                    continue
-                xb, yb = augment_batch(xb, settings.augment, gens["augment"]), y[shares[b]].to(device)
-                with autocast(settings.precision, device):
-                    loss = defense.training_loss(net, xb, yb, gens["defense"])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if bar is not None:
+                if bar is not None and loss is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.3f}")
             if bar is not None:
@@ -200,3 +188,23 @@ def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.
             _save_state(run_dir, model, opt, sched, epoch, 0, gens)
     model.eval()
     return model
+
+
+def _epoch_steps(net, defense, x, y, batches, settings, device, opt, gens, start_batch):
+    """One epoch's optimiser steps from ``start_batch`` on. Yields ``(b, None)`` before batch ``b``
+    (the caller may stop there, with nothing of it done) and ``(b, loss)`` after its step."""
+    # This process's share of every global batch; a last batch too small to give every
+    # process an example is skipped by all.
+    shares = [b[distributed.rank()::distributed.world_size()] if len(b) >= distributed.world_size()
+              else b[:0] for b in batches]
+    for b, xb in prefetched(x, shares, device, start_batch):
+        yield b, None
+        if not len(shares[b]):
+            continue
+        xb, yb = augment_batch(xb, settings.augment, gens["augment"]), y[shares[b]].to(device)
+        with autocast(settings.precision, device):
+            loss = defense.training_loss(net, xb, yb, gens["defense"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        yield b, loss
