@@ -174,11 +174,12 @@ def train(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.
             bar = progress(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{settings.epochs}",
                            leave=False) if progress else None
             for b, loss in _epoch_steps(net, defense, x, y, batches, settings, device, opt, gens, start_batch):
-                if distributed.any_true(stop.is_set()):  # every process stops at the same batch
-                    gens["shuffle"].set_state(epoch_gen_state)  # the permutation is redrawn on resume
-                    _save_state(run_dir, model, opt, sched, epoch, b, gens)
-                    raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, batch {b}; re-run to resume")
-                if bar is not None and loss is not None:
+                if loss is None:  # before batch b: nothing of it done yet, the one place to stop
+                    if distributed.any_true(stop.is_set()):  # every process stops at the same batch
+                        gens["shuffle"].set_state(epoch_gen_state)  # the permutation is redrawn on resume
+                        _save_state(run_dir, model, opt, sched, epoch, b, gens)
+                        raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, batch {b}; re-run to resume")
+                elif bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.3f}")
             if bar is not None:
