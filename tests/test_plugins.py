@@ -88,7 +88,17 @@ def test_defense_args_are_parsed_as_literals_never_evaluated():
     assert args == {"steps": 2, "beta": 6.0, "name": "abc", "cmd": "__import__('os').system('x')"}
 
 
-@pytest.mark.parametrize("name", ["standard", "fast_fgsm"])
+def _builtin_defenses() -> list[str]:
+    from advrp2k.plugins.registry import DEFENSES
+
+    return [n for n in DEFENSES.names() if DEFENSES.info(n).module.startswith("advrp2k.")]
+
+
+def test_every_builtin_defense_is_checked():
+    assert {"standard", "madry", "fast_fgsm"} <= set(_builtin_defenses())
+
+
+@pytest.mark.parametrize("name", _builtin_defenses())
 def test_builtin_defenses_pass_the_contract(name):
     results = check_defense(name, "8/255")
     assert all(r.passed for r in results), [r for r in results if not r.passed]

@@ -46,6 +46,14 @@ class Job:
     augment: str = "none"  # training augmentation: none, or paper (the RP2K paper's Sec. 4.2)
     explicit: dict = field(default_factory=dict)  # protocol fields set on the command line (arch, image_size)
 
+    def suite(self) -> list[AttackSpec]:
+        """The attack suite: the one asked for, else the protocol's PGD."""
+        return self.attacks or default_attacks(self.protocol)
+
+
+def default_attacks(protocol: Protocol) -> list[AttackSpec]:
+    return [AttackSpec("pgd", {"steps": protocol.eval_steps, "restarts": protocol.eval_restarts})]
+
 
 @dataclass
 class Prepared:

@@ -36,6 +36,18 @@ MODEL_FILE = "model.safetensors"
 
 
 def defense_for(job: Job):
+    """(plugin info, defense) of the job, built and validated once per job (its defense, eps,
+    options and protocol): the refusal check, the model store and the entry share it."""
+    key = (job.defense, job.eps, repr(job.defense_args), repr(job.protocol))
+    cached = job.__dict__.get("_resolved_defense")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    resolved = _build_defense(job)
+    job.__dict__["_resolved_defense"] = (key, resolved)
+    return resolved
+
+
+def _build_defense(job: Job):
     info = DEFENSES.info(job.defense)
     needs_eps = getattr(info.obj, "needs_eps", True)
     if needs_eps and job.eps is None:

@@ -28,14 +28,13 @@ from advrp2k.eval.evaluator import AttackSpec, EvalResult, evaluate
 from advrp2k.plugins.attack import ATTACK_BATCHNORM
 from advrp2k.eval.checks import fail_if, fail_if_nonfinite_weights
 from advrp2k.plugins.defense import AdversarialTraining
-from advrp2k.jobs.job import Job, Prepared, checkpoint_settings, prepare
+from advrp2k.jobs.job import Job, Prepared, checkpoint_settings, default_attacks, prepare
 from advrp2k.board.entries import SCHEMA_VERSION, entry_file, write_entry
 from advrp2k.jobs.model_store import LoadedModel, defense_for, get_model
 from advrp2k.models.factory import resolve_device
 from advrp2k.core.paths import cache_home
 from advrp2k.core.ranking_rule import RANKING_EPS, RANKING_SUITE
 from advrp2k.core.precision import prepare_model, resolve_precision
-from advrp2k.jobs.protocols import Protocol
 from advrp2k.analysis.results import examples_path, frame
 
 log = logging.getLogger(__name__)
@@ -49,10 +48,6 @@ def default_eval_batch_size(device: torch.device) -> int:
     return 512 if device.type == "cuda" else 128
 
 
-def default_attacks(protocol: Protocol) -> list[AttackSpec]:
-    return [AttackSpec("pgd", {"steps": protocol.eval_steps, "restarts": protocol.eval_restarts})]
-
-
 def ranking_suite() -> list[AttackSpec]:
     """The fixed suite every ranked entry was evaluated with (``advrp2k submit`` runs exactly this)."""
     return [AttackSpec(name, dict(options)) for name, options in RANKING_SUITE]
@@ -62,7 +57,7 @@ def check_job(job: Job) -> None:
     """Everything that can be refused is refused before any data work: the defense and its
     options, the attack suite and its options, and every output location."""
     defense_for(job)
-    attacks = job.attacks or default_attacks(job.protocol)
+    attacks = job.suite()
     names = [a.name for a in attacks]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -90,7 +85,7 @@ def run_eval(job: Job) -> dict:
     check_job(job)
     prep = prepare(job)
     loaded = get_model(job, prep, device)
-    attacks = [a.reseeded(job.seed) for a in (job.attacks or default_attacks(job.protocol))]  # --seed reaches them
+    attacks = [a.reseeded(job.seed) for a in job.suite()]  # --seed reaches them
     eps_list = job.attack_eps or list(RANKING_EPS)
     if job.reuse_entry:
         reused = _matching_entry(job, prep, loaded, attacks, eps_list)
@@ -234,7 +229,7 @@ def model_id(paper_id: str, arch: str, eps: Eps | None) -> str:
 def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResult, device) -> dict:
     record = loaded.record
     info, defense, eps, mid = _identity(job, record)
-    attack_plugins = [ATTACKS.info(a.name).provenance() for a in (job.attacks or default_attacks(job.protocol))]
+    attack_plugins = [ATTACKS.info(a.name).provenance() for a in job.suite()]
     entry = {
         "schema_version": SCHEMA_VERSION,
         "model_id": mid,
@@ -291,6 +286,6 @@ def _repro(job, defense, loaded: LoadedModel, result, device) -> dict:
             "train_threads": loaded.train_threads,
             **({"training_attacks_batchnorm": ATTACK_BATCHNORM}
                if isinstance(defense, AdversarialTraining) else {}),
-            "random_streams": random_streams(job.attacks or default_attacks(job.protocol)),
+            "random_streams": random_streams(job.suite()),
             "wall_s": {"train": loaded.train_wall, "train_reused_from_cache": loaded.reused, "eval": result.wall_s},
             "counts": result.counts}

@@ -16,7 +16,7 @@ from pathlib import Path
 from advrp2k.core.eps import parse_eps
 from advrp2k.core.io import write_json, write_text
 from advrp2k.core.errors import CheckpointError, UsageError
-from advrp2k.jobs.run import Job, default_attacks, run_eval
+from advrp2k.jobs.run import Job, run_eval
 from advrp2k.board.paper import TABLE3, TABLE3_SCHEMES
 from advrp2k.board.ranking import paper_protocol_acc
 from advrp2k.core.ranking_rule import RANKING_EPS
@@ -37,7 +37,7 @@ def schemes(robust_backbone: str) -> list[dict]:
 
 def reproduce(base: Job, robust_backbone: str = "Salman2020Do_R18", log=lambda msg: None) -> dict:
     """Train (or reuse) and evaluate every row; write table3.json and table3.md."""
-    attacks = base.attacks or default_attacks(base.protocol)
+    attacks = base.suite()
     out_rows = []
     for row in schemes(robust_backbone):
         log(f"row {row['name']}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from advrp2k.core.eps import parse_eps
 from advrp2k.core.io import write_json, write_text
-from advrp2k.jobs.run import Job, default_attacks, run_eval
+from advrp2k.jobs.run import Job, run_eval
 from advrp2k.board.paper import TABLE5, TABLE5_ROWS
 from advrp2k.board.ranking import paper_protocol_acc
 from advrp2k.core.ranking_rule import RANKING_EPS, RANKING_EPS_LABELS
@@ -18,7 +18,7 @@ def reproduce(base: Job, log=lambda msg: None) -> dict:
     Every row is also written as a normal leaderboard entry. A row whose entry already
     matches the model, data and attack configuration is not evaluated again.
     """
-    attacks = base.attacks or default_attacks(base.protocol)
+    attacks = base.suite()
     eps_list = list(RANKING_EPS)
     rows, entries = [], []
     for defense, eps in TABLE5:
