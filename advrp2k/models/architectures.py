@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from advrp2k.plugins.registry import register_arch
@@ -45,10 +44,14 @@ def smallcnn(num_classes: int, width: int = 16) -> nn.Module:
 @register_arch("resnet18")
 def resnet18(num_classes: int) -> nn.Module:
     """torchvision's ResNet-18, trained from scratch."""
+    import torchvision  # seconds to import: only when a ResNet is built
+
     return nn.Sequential(Normalize(), torchvision.models.resnet18(weights=None, num_classes=num_classes))
 
 
 @register_arch("resnet34")
 def resnet34(num_classes: int) -> nn.Module:
     """torchvision's ResNet-34, the paper's network (Sec. 4.1), trained from scratch."""
+    import torchvision
+
     return nn.Sequential(Normalize(), torchvision.models.resnet34(weights=None, num_classes=num_classes))

@@ -14,7 +14,6 @@ import functools
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from advrp2k.models.checkpoints import read_weights
@@ -22,8 +21,9 @@ from advrp2k.core.errors import CheckpointError, UsageError
 from advrp2k.models.architectures import Normalize
 
 RB_PREFIX = "rb:"
-TORCHVISION = {"resnet18": torchvision.models.ResNet18_Weights, "resnet34": torchvision.models.ResNet34_Weights,
-               "resnet50": torchvision.models.ResNet50_Weights}
+#: Architectures with torchvision ImageNet weights -> the name of their weights enum in
+#: torchvision.models (imported when used: torchvision takes seconds to import).
+TORCHVISION = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights"}
 
 
 def default_model_dir() -> Path:
@@ -92,6 +92,8 @@ def torchvision_imagenet(arch: str, num_classes: int, path: Path) -> tuple[nn.Mo
     """``arch`` (resnet18/34/50) with torchvision's ImageNet weights from ``path``; head replaced.
     Returns the model and the file's SHA-256."""
     state, sha = read_weights(path)
+    import torchvision
+
     net = getattr(torchvision.models, arch)(weights=None, num_classes=1000)
     _load(net, state, path)
     return nn.Sequential(Normalize(), replace_head(net, num_classes)), sha
@@ -101,7 +103,9 @@ def _torchvision_file(arch: str, model_dir) -> Path:
     """torchvision's ImageNet weights file for ``arch`` in the model folder or torch hub's cache."""
     if arch not in TORCHVISION:
         raise UsageError(f"--pretrained imagenet is available for {', '.join(TORCHVISION)} (not {arch!r})")
-    url = TORCHVISION[arch].IMAGENET1K_V1.url
+    import torchvision
+
+    url = getattr(torchvision.models, TORCHVISION[arch]).IMAGENET1K_V1.url
     fname = url.rsplit("/", 1)[1]
     folders = [Path(model_dir or default_model_dir()), Path(torch.hub.get_dir()) / "checkpoints"]
     path = next((f / fname for f in folders if (f / fname).is_file()), None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 AUGMENTS = ("none", "paper")
 PAPER_SIZE = 224
@@ -42,5 +41,7 @@ def _paper_one(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     corners = [[0, 0], [size - 1, 0], [size - 1, size - 1], [0, size - 1]]
     jitter = PERSPECTIVE * size / 2
     moved = [[min(max(int(round(c + _u(g, -jitter, jitter))), 0), size - 1) for c in corner] for corner in corners]
+    from torchvision.transforms.v2 import functional as TF  # only under --augment paper
+
     img = TF.perspective(img, corners, moved)
     return (img * _u(g, 1 - BRIGHTNESS, 1 + BRIGHTNESS)).clamp(0, 1)
