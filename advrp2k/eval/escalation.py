@@ -19,8 +19,10 @@ from advrp2k.plugins.attack_spec import AttackSpec
 VERDICT_PASSES = 10
 
 @dataclass
-class Protocol:
-    """How verdicts are taken: deterministic (one pass) or randomized (several passes, EOT)."""
+class VerdictRule:
+    """How verdicts are taken: deterministic (one pass) or randomized (several passes, EOT). Recorded
+    as the entry's ``evaluation_protocol``; not to be confused with a training protocol
+    (``advrp2k.jobs.protocols.Protocol``: arch, epochs, schedule)."""
 
     randomized: bool = False
     verdict_passes: int = 1
@@ -35,15 +37,15 @@ class Protocol:
                 "attacks": self.attacks_changed}
 
 
-def protocol_for(flags: list[dict]) -> Protocol:
+def protocol_for(flags: list[dict]) -> VerdictRule:
     """The randomized protocol when the determinism check fired, else the deterministic one."""
     nondet = fired(flags, NONDETERMINISTIC)
     if nondet is None:
-        return Protocol()
-    return Protocol(True, VERDICT_PASSES, f"the model is not deterministic ({nondet['detail']})")
+        return VerdictRule()
+    return VerdictRule(True, VERDICT_PASSES, f"the model is not deterministic ({nondet['detail']})")
 
 
-def randomized_suite(attacks: list[AttackSpec], protocol: Protocol) -> list[AttackSpec]:
+def randomized_suite(attacks: list[AttackSpec], protocol: VerdictRule) -> list[AttackSpec]:
     """The suite as each plugin configures itself for a randomized model (recorded in ``protocol``)."""
     from advrp2k.plugins.registry import ATTACKS
 
@@ -56,14 +58,15 @@ def randomized_suite(attacks: list[AttackSpec], protocol: Protocol) -> list[Atta
     return out
 
 
-def plan_remedies(flags: list[dict], suite: list[AttackSpec], protocol: Protocol) -> tuple[list[AttackSpec], list[str]]:
+def plan_remedies(flags: list[dict], suite: list[AttackSpec],
+                  protocol: VerdictRule) -> tuple[list[AttackSpec], list[str]]:
     """The remedy attacks the flags call for (deduplicated, none already in the suite) and why."""
     specs, why = [], []
     for flag in flags:
         for remedy in flag.get("remedy", []):
             spec = AttackSpec(remedy["name"], dict(remedy["options"]))
             if protocol.randomized:
-                spec = randomized_suite([spec], Protocol(True))[0]
+                spec = randomized_suite([spec], VerdictRule(True))[0]
             if spec not in suite and spec not in specs:
                 specs.append(spec)
         if flag.get("remedy"):
