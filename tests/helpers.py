@@ -2,7 +2,6 @@
 new process. One copy each, instead of one per test file."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -43,7 +42,3 @@ def run_python(code: str, env: dict | None = None, cwd=None, timeout: float = 30
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
-
-def single_thread_env(**extra) -> dict:
-    """This environment with one torch thread per process: processes side by side on 2 cores."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}

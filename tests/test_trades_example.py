@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "advrp2k-trades"
 
@@ -22,8 +23,7 @@ def trades_site(tmp_path_factory):
 def _cli(args, site, home):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "ADVRP2K_HOME": str(home), "ADVRP2K_NO_PROGRESS": "1"}
-    return subprocess.run([sys.executable, "-c", "from advrp2k.cli import main; main()", *args], env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_cli(*args, env=env)
 
 
 def test_installed_trades_runs_end_to_end(trades_site, tiny_synth, tmp_path):

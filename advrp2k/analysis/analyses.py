@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from advrp2k.core.eps import by_eps, label_value
+from advrp2k.core.ranking_rule import RANK_EPS
 from advrp2k.analysis.results import ROBUST, eps_labels, per_sku
 from advrp2k.analysis.stats import (bootstrap_rank_intervals, eps_at_fraction, holm, mcnemar_exact, monotone_envelope,
                                     normalised_auc, paired_bootstrap_diff, spearman, wilson_of)
@@ -69,7 +70,7 @@ def curve(entry: dict) -> dict:
 def analysis_eps(df: pd.DataFrame) -> str:
     """The eps the per-SKU analyses use: 8/255 when evaluated (the paper's headline), else the largest."""
     labels = eps_labels(df)
-    return "8/255" if "8/255" in labels else labels[-1]
+    return RANK_EPS if RANK_EPS in labels else labels[-1]
 
 
 def long_tail(df: pd.DataFrame, eps: str) -> dict:

@@ -23,9 +23,8 @@ def _commands(group: click.Group, ctx: click.Context, prefix: str):
 
 def _help(cmd: click.Command, path: str) -> str:
     parent = click.Context(cli, info_name="advrp2k")
-    ctx = click.Context(cmd, info_name=path.split(" ", 1)[1] if " " in path else path, parent=parent,
+    ctx = click.Context(cmd, info_name=path.removeprefix("advrp2k "), parent=parent,
                         terminal_width=100, max_content_width=100)
-    ctx.info_name = path.removeprefix("advrp2k ")
     return cmd.get_help(ctx)
 
 

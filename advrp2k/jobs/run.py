@@ -64,7 +64,7 @@ def check_job(job: Job) -> None:
         raise UsageError(f"attack {', '.join(twice)} is listed twice in the suite: list each attack once "
                          f"(set its options instead of repeating it)")
     for spec in attacks:
-        spec.build_for_evaluation(Eps(8 / 255, "8/255"))  # unknown attacks and bad or unhonoured options fail now
+        spec.build_for_evaluation(RANKING_EPS[-1])  # unknown attacks and bad or unhonoured options fail now
     if job.hand_fields:
         from advrp2k.board.entries import validate_hand_fields
 
