@@ -104,4 +104,42 @@ def check_defense(name: str, eps: str | None = "8/255") -> list[CheckResult]:
     leaked = len(seen & _row_hashes(xte))
     results.append(CheckResult("no test images seen in training", leaked == 0,
                                f"{leaked} evaluation images reached the training loss"))
+    results.append(check_options_keyed(name, eps))
     return results
+
+
+def check_options_keyed(name: str, eps: str | None = "8/255") -> CheckResult:
+    """Each declared option, set to another allowed value, changes ``config()`` (which keys the
+    trained-model cache): else two option values would silently share one trained model."""
+    cls = DEFENSES.get(name)
+    eps_obj = parse_eps(eps) if (eps is not None and getattr(cls, "needs_eps", True)) else None
+    try:
+        base = create_defense(name, eps=eps_obj).config()
+        missed = [key for key, value in _other_values(cls)
+                  if create_defense(name, eps=eps_obj, **{key: value}).config() == base]
+    except Exception as exc:  # the check reports the plugin's failure instead of crashing
+        return CheckResult("every option reaches the cache key", False, f"{type(exc).__name__}: {exc}")
+    return CheckResult("every option reaches the cache key", not missed,
+                       f"config() is the same whatever {', '.join(missed)} is: two values would share one "
+                       f"trained model; declare options in `options` and leave config() to the base class")
+
+
+def _other_values(cls):
+    """(option, a valid value other than its resolved default) for each declared option."""
+    from advrp2k.plugins.options import declared_options
+
+    for key, opt in declared_options(cls).items():
+        if opt.choices:
+            others = [c for c in opt.choices if c != opt.default]
+            value = others[0] if others else None
+        elif opt.type is bool:
+            value = not bool(opt.default)
+        elif opt.type in (int, float):
+            low = opt.min if opt.min is not None else 0
+            value = opt.type(low + 1) if opt.default is None or opt.default != low + 1 else opt.type(low + 2)
+            if opt.max is not None and value > opt.max:
+                value = opt.type(low) if opt.type(low) != opt.default else opt.type((low + opt.max) / 2)
+        else:
+            value = f"{opt.default}-other"
+        if value is not None:
+            yield key, value

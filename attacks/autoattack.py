@@ -52,13 +52,9 @@ class APGDCE(Attack):
         "restarts": Option(int, 1, min=1, max=100, help="APGD restarts"),
         "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
     }
-    def __init__(self, eps, steps: int = 100, restarts: int = 1, seed: int = 0):
-        super().__init__(eps, seed)
-        self.steps, self.restarts = int(steps), int(restarts)
 
-    def config(self) -> dict:
-        return {**super().config(), "name": "apgd_ce", "steps": self.steps, "restarts": self.restarts,
-                "implementation": "pyautoattack"}
+    def config_facts(self) -> dict:
+        return {"implementation": "pyautoattack"}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         attack = _aa("autopgd_base").APGDAttack(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts, eps=self.eps.value,
@@ -77,13 +73,8 @@ class APGDT(Attack):
         "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
     }
 
-    def __init__(self, eps, steps: int = 100, restarts: int = 1, n_target_classes: int = 9, seed: int = 0):
-        super().__init__(eps, seed)
-        self.steps, self.restarts, self.n_target_classes = int(steps), int(restarts), int(n_target_classes)
-
-    def config(self) -> dict:
-        return {**super().config(), "name": "apgd_t", "steps": self.steps, "restarts": self.restarts,
-                "n_target_classes": self.n_target_classes, "implementation": "pyautoattack"}
+    def config_facts(self) -> dict:
+        return {"implementation": "pyautoattack"}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         attack = _aa("autopgd_base").APGDAttack_targeted(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts,
@@ -114,21 +105,13 @@ class AutoAttackStandard(Attack):
         "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
     }
 
-    def __init__(self, eps, version: str = "standard", apgd_steps: int = 100, square_queries: int = 5000,
-                 seed: int = 0):
-        super().__init__(eps, seed)
-        self.version, self.apgd_steps, self.square_queries = version, int(apgd_steps), int(square_queries)
-
     @classmethod
     def randomized_options(cls, options: dict) -> dict:
         return {**options, "version": "rand"}
 
-    def config(self) -> dict:
-        return {**super().config(), "name": "autoattack", "version": self.version,
-                "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"] if self.version == "standard"
-                else ["apgd-ce", "apgd-dlr"],
-                "apgd_steps": self.apgd_steps, "n_target_classes": 9, "square_queries": self.square_queries,
-                "implementation": "pyautoattack"}
+    def config_facts(self) -> dict:
+        return {"attacks": ["apgd-ce", "apgd-t", "fab-t", "square"] if self.version == "standard"
+                else ["apgd-ce", "apgd-dlr"], "n_target_classes": 9, "implementation": "pyautoattack"}
 
     def build(self, model, x):
         """The reference AutoAttack for this batch, with this attack's budgets."""

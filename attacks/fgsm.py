@@ -21,22 +21,11 @@ from advrp2k import LOSSES, Attack, AttackResult, Option, project_linf, register
 @register_attack("fgsm")
 class FGSM(Attack):
     options = {
-        "step_size": Option(float, None, min=0, max=1, help="eps when unset"),
+        "step_size": Option(float, None, min=0, max=1, help="eps when unset", derive=lambda o, eps: eps.value),
         "random_start": Option(bool, False, help="start at a uniform point of the ball"),
         "loss": Option(str, "ce", choices=tuple(sorted(LOSSES)), help="cross-entropy or margin loss"),
         "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
     }
-    def __init__(self, eps, step_size: float | None = None, random_start: bool = False, loss: str = "ce",
-                 seed: int = 0):
-        super().__init__(eps, seed)
-        if loss not in LOSSES:
-            raise ValueError(f"unknown FGSM loss {loss!r}: use one of {sorted(LOSSES)}")
-        self.step_size = float(step_size) if step_size is not None else self.eps.value
-        self.random_start, self.loss = bool(random_start), loss
-
-    def config(self) -> dict:
-        return {**super().config(), "name": "fgsm", "step_size": self.step_size,
-                "random_start": self.random_start, "loss": self.loss}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         eps = self.eps.value

@@ -12,9 +12,12 @@ Args (defaults):
     early_stop: True: an example leaves the batch the moment a visited point fools the model,
         and its slot is refilled from the examples (or restarts) still waiting (evaluation).
         Adversarial training passes False: every example runs every step, final point returned.
-        An evaluation refuses False (``evaluation_problem``), so every evaluation config ran with
-        True and the field is not recorded (recording it would change Madry's training key).
+        An evaluation refuses False (``evaluation_problem``).
+    eot: 1; gradients averaged over this many passes (a randomized model's protocol).
     seed: 0.
+
+The declaration in ``options`` is the only place these are written: they become attributes
+(``self.steps``) and the recorded config.
 
 An example counts as fooled if ANY visited point inside the ball fooled the model (the
 start, every iterate and the final point), as AutoAttack counts it. Gradients are taken
@@ -36,7 +39,8 @@ class PGD(Attack):
     refills = True  # the engine may hand it more examples than a batch; it keeps a batch in flight
     options = {
         "steps": Option(int, 20, min=1, max=10_000, help="gradient-sign steps"),
-        "step_size": Option(float, None, min=0, max=1, help="2.5 * eps / steps when unset"),
+        "step_size": Option(float, None, min=0, max=1, help="2.5 * eps / steps when unset",
+                            derive=lambda o, eps: 2.5 * eps.value / o["steps"]),
         "random_start": Option(bool, True, help="start at a uniform point of the ball"),
         "restarts": Option(int, 1, min=1, max=1_000, help="restarts; each attacks only survivors"),
         "loss": Option(str, "ce", choices=tuple(sorted(LOSSES)), help="cross-entropy or margin loss"),
@@ -44,22 +48,10 @@ class PGD(Attack):
         "eot": Option(int, 1, min=1, max=1_000, help="gradients averaged over this many passes (randomized models)"),
         "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
     }
-    def __init__(self, eps, steps: int = 20, step_size: float | None = None, random_start: bool = True,
-                 restarts: int = 1, loss: str = "ce", early_stop: bool = True, seed: int = 0, eot: int = 1):
-        super().__init__(eps, seed)
-        if loss not in LOSSES:
-            raise ValueError(f"unknown PGD loss {loss!r}: use one of {sorted(LOSSES)}")
-        if steps < 1 or restarts < 1:
-            raise ValueError("PGD needs steps >= 1 and restarts >= 1")
-        self.steps, self.restarts, self.loss = int(steps), int(restarts), loss
-        self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps.value / self.steps
-        self.random_start, self.early_stop, self.eot = bool(random_start), bool(early_stop), int(eot)
-        self.max_active: int | None = None  # set by the evaluation engine: examples in flight at once
 
-    def config(self) -> dict:
-        return {**super().config(), "name": "pgd", "steps": self.steps, "step_size": self.step_size,
-                "random_start": self.random_start, "restarts": self.restarts, "loss": self.loss,
-                **({"eot": self.eot} if self.eot > 1 else {})}
+    def __init__(self, eps, **options):
+        super().__init__(eps, **options)
+        self.max_active: int | None = None  # set by the evaluation engine: examples in flight at once
 
     def evaluation_problem(self) -> str | None:
         if self.early_stop:
@@ -172,9 +164,3 @@ class PGDMargin(PGD):
     """PGD on the Carlini-Wagner margin loss (same options as ``pgd``; ``loss`` defaults to ``"cw"``)."""
 
     options = {**PGD.options, "loss": Option(str, "cw", choices=tuple(sorted(LOSSES)), help="margin loss")}
-
-    def __init__(self, eps, loss: str = "cw", **kwargs):
-        super().__init__(eps, loss=loss, **kwargs)
-
-    def config(self) -> dict:
-        return {**super().config(), "name": "pgd_cw"}

@@ -25,13 +25,8 @@ class Square(Attack):
         "seed": Option(int, 0, min=0, max=2**63 - 1, help="seeds the attack's random draws"),
     }
 
-    def __init__(self, eps, queries: int = 1000, p_init: float = 0.8, seed: int = 0):
-        super().__init__(eps, seed)
-        self.queries, self.p_init = int(queries), float(p_init)
-
-    def config(self) -> dict:
-        return {**super().config(), "name": "square", "queries": self.queries, "p_init": self.p_init,
-                "implementation": "pyautoattack"}
+    def config_facts(self) -> dict:
+        return {"implementation": "pyautoattack"}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         import importlib

@@ -91,13 +91,13 @@ class TorchattacksAttack(Attack):
     ta_class = None
     library = ""
 
-    def __init__(self, eps, **options):
-        super().__init__(eps, options.pop("seed", 0))
-        self.ta_options = options
+    @property
+    def ta_options(self) -> dict:
+        """The torchattacks constructor's arguments: every declared option but the seed."""
+        return {k: v for k, v in self.option_values.items() if k != "seed"}
 
-    def config(self) -> dict:
-        return {**super().config(), "name": PREFIX + self.ta_class.__name__, **self.ta_options,
-                "implementation": self.library}
+    def config_facts(self) -> dict:
+        return {"implementation": self.library}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         watch = _Watch(model, x, y, self.eps.value).eval()

@@ -1,9 +1,9 @@
 """PGD adversarial training (Madry et al. 2018, arXiv:1706.06083): minimise the loss at the
 PGD point of each training example.
 
-Options (``--defense-arg key=value``):
-    steps: 7 PGD steps per batch (Madry et al.'s CIFAR-10 setting).
-    step_size: ``2.5 * eps / steps`` when unset.
+Options (``--defense-arg key=value``), declared once in ``options``: ``steps`` (7 PGD steps per
+batch, Madry et al.'s CIFAR-10 setting; the quick protocol trains with 3) and ``step_size``
+(``2.5 * eps / steps`` when unset).
 
 It reuses the very ``pgd`` attack plugin that evaluation uses, with a random start and
 without early stopping (training wants the loss-maximising point, not the first fooling one).
@@ -16,14 +16,15 @@ from advrp2k import AdversarialTraining, Option, create_attack, register_defense
 class MadryAT(AdversarialTraining):
     paper_id = "Madry2018Towards"
     options = {"steps": Option(int, 7, min=1, max=1_000, help="PGD steps per training batch"),
-               "step_size": Option(float, None, min=0, max=1, help="2.5 * eps / steps when unset")}
+               "step_size": Option(float, None, min=0, max=1, help="2.5 * eps / steps when unset",
+                                   derive=lambda o, eps: 2.5 * eps.value / o["steps"])}
 
     @classmethod
     def protocol_options(cls, protocol) -> dict:
         return {"steps": protocol.madry_steps}  # the protocol's PGD steps per batch (quick 3, paper 7)
 
-    def __init__(self, eps=None, steps: int = 7, step_size: float | None = None):
-        super().__init__(eps)
+    def __init__(self, eps=None, **options):
         if eps is None:
             raise ValueError("madry needs --eps, the training budget (e.g. 8/255)")
-        self.attack = create_attack("pgd", eps, steps=int(steps), step_size=step_size, early_stop=False)
+        super().__init__(eps, **options)
+        self.attack = create_attack("pgd", eps, steps=self.steps, step_size=self.step_size, early_stop=False)

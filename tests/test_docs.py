@@ -19,6 +19,14 @@ def test_the_cli_reference_page_is_what_the_commands_say():
     assert page.read_text() == render()
 
 
+def test_the_plugin_options_page_is_what_the_declarations_say():
+    """docs/plugin-options.md is generated from the built-in plugins' ``options``; regenerate it:
+    python -m advrp2k.cli.options_reference > docs/plugin-options.md"""
+    from advrp2k.cli.options_reference import render
+
+    assert (ROOT / "docs" / "plugin-options.md").read_text() == render()
+
+
 def test_the_readme_is_a_front_page():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 250
 

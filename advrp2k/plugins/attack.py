@@ -17,6 +17,7 @@ from torch import nn
 from advrp2k.core.eps import Eps, parse_eps
 from advrp2k.core.errors import AttackContractError
 from advrp2k.core.random_streams import uniform
+from advrp2k.plugins.options import declared_options, resolve_options, take_options
 
 BALL_TOLERANCE = 1e-6
 
@@ -66,23 +67,32 @@ class Attack:
     Args:
         eps: budget, a float or ``"8/255"``.
         seed: seeds the attack's own random generator (random starts, sampling).
+        **options: the plugin's declared ``options`` (``advrp2k.plugins.options``): resolved,
+            set as attributes (``self.steps``) and recorded by ``config()``.
 
-    Subclasses implement ``perturb(model, x, y, init=None, generator=None)`` and ``config()``.
+    Subclasses declare ``options`` and implement ``perturb(model, x, y, init=None,
+    generator=None)``; ``config_facts()`` adds fixed settings that are not options.
     """
 
     norm = "linf"
     gradient_free = False
     example_index: list[int] | None = None  # global indices of the batch being attacked (see __call__)
+    options: dict = {}  # name -> Option; a plugin declares its own
+    plugin_name: str | None = None  # set by the registry: the name the attack is registered under
 
     #: How the attack's random draws are keyed: "per example" (advrp2k.core.random_streams: an
     #: example's draws do not depend on its batch) or "per batch" (a library seeded once per
     #: call, as AutoAttack's and torchattacks' attacks are). Recorded in every entry.
     random_streams = "per example"
 
-    def __init__(self, eps: float | str | Eps, seed: int = 0):
+    def __init__(self, eps: float | str | Eps, seed: int | None = None, **options):
         self.eps = eps if isinstance(eps, Eps) else parse_eps(eps, allow_zero=True)
-        self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
+        if seed is not None:
+            options = {**options, "seed": seed}
+        take_options(self, options if "seed" in declared_options(type(self)) else
+                     {k: v for k, v in options.items() if k != "seed"}, self.eps)
+        self.seed = int(self.option_values.get("seed", seed or 0))
+        self._generator = torch.Generator().manual_seed(self.seed)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  init: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -131,7 +141,14 @@ class Attack:
         return dict(options)
 
     def config(self) -> dict:
-        return {"eps": self.eps.value, "eps_label": self.eps.label, "seed": self.seed}
+        """What ran: the budget, the registered name, every declared option's resolved value and
+        the fixed facts (keys the per-example results, so every option that changes a result is in it)."""
+        return {"eps": self.eps.value, "eps_label": self.eps.label, "seed": self.seed,
+                "name": self.plugin_name or type(self).__name__, **self.option_values, **self.config_facts()}
+
+    def config_facts(self) -> dict:
+        """Fixed settings that are not options but say what ran (the implementation used)."""
+        return {}
 
     def evaluation_problem(self) -> str | None:
         """Why this attack, as configured, cannot serve in an evaluation (None: it can): an option
@@ -191,4 +208,9 @@ def create_attack(name: str, eps: float | str | Eps, **kwargs) -> Attack:
     from advrp2k.plugins.options import validate_options
 
     cls = ATTACKS.get(name)
-    return cls(eps=eps, **validate_options(f"attack {name!r}", cls, kwargs))
+    given = validate_options(f"attack {name!r}", cls, kwargs)
+    attack = cls(eps=eps, **given)
+    # A plugin whose __init__ names its options (no ``options`` declaration) sets its own
+    # attributes; what it was given is recorded all the same.
+    attack.option_values = resolve_options(cls, given, attack.eps)
+    return attack

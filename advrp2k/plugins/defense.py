@@ -12,21 +12,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrp2k.core.eps import Eps
+from advrp2k.plugins.options import resolve_options, take_options
 
 
 class Defense:
-    """Common base. ``paper_id`` names the method in model ids (``Madry2018Towards``)."""
+    """Common base. ``paper_id`` names the method in model ids (``Madry2018Towards``).
+
+    Options are declared once, in the class attribute ``options``
+    (``advrp2k.plugins.options``); the base resolves them, sets each as an attribute and
+    records them in ``config()``, which keys the trained-model cache. A subclass that needs
+    more than its options (an attack to train with) builds it in ``__init__`` after
+    ``super().__init__(eps, **options)``.
+    """
 
     paper_id = "Custom"
     needs_eps = True
+    options: dict = {}  # name -> Option; a plugin declares its own
 
     def __init__(self, eps: Eps | None = None, **options):
-        if options:
-            raise TypeError(f"{type(self).__name__} takes no options {sorted(options)}")
         self.eps = eps
+        take_options(self, options, eps)
 
     def config(self) -> dict:
-        return {"eps": self.eps.value if self.eps else None, "eps_label": self.eps.label if self.eps else None}
+        """What trained this defense: the budget and every declared option's resolved value (the
+        training cache key hashes it, so two option values never share a model)."""
+        return {"eps": self.eps.value if self.eps else None, "eps_label": self.eps.label if self.eps else None,
+                **self.option_values}
 
     @classmethod
     def protocol_options(cls, protocol) -> dict:
@@ -53,6 +64,7 @@ class AdversarialTraining(TrainingDefense):
     attack = None
 
     def config(self) -> dict:
+        """The options and the training attack's own record (its implementation's settings)."""
         return {**super().config(), "attack": self.attack.config()}
 
     def training_loss(self, model, x, y, generator):
@@ -74,4 +86,9 @@ def create_defense(name: str, eps: Eps | None = None, **options) -> Defense:
     from advrp2k.plugins.options import validate_options
 
     cls = DEFENSES.get(name)
-    return cls(eps=eps, **validate_options(f"defense {name!r}", cls, options))
+    given = validate_options(f"defense {name!r}", cls, options)
+    defense = cls(eps=eps, **given)
+    # A plugin whose __init__ names its options (no ``options`` declaration) sets its own
+    # attributes; what it was given is recorded all the same.
+    defense.option_values = resolve_options(cls, given, eps)
+    return defense

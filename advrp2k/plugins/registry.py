@@ -72,6 +72,8 @@ class Registry:
                     f"and by {obj.__module__}; rename one of them")
             dist, version = _distribution_of(obj.__module__)
             self._plugins[name] = PluginInfo(self.kind, name, obj, obj.__module__, dist, version)
+            if isinstance(obj, type) and "plugin_name" not in vars(obj):
+                obj.plugin_name = name  # what its records call it (an attack's config "name")
             return obj
 
         return decorate

@@ -4,15 +4,13 @@ Accuracy", arXiv:1901.08573) as an advrp2k defense plugin.
 Loss: CE(f(x), y) + beta * KL(f(x) || f(x')), where x' maximises the KL term inside the
 l_inf ball (PGD on the KL, started at x plus small Gaussian noise).
 
-Options (``--defense-arg key=value``):
-    beta: 6.0 (the paper's CIFAR-10 value).
-    steps: 3 inner PGD steps (the paper uses 10; 3 keeps CPU runs short).
-    step_size: ``2.5 * eps / steps`` when unset.
+Options (``--defense-arg key=value``) are declared once, in ``options``: advrp2k checks them,
+sets them as attributes and records them in ``config()`` (the trained-model cache key).
 """
 import torch
 import torch.nn.functional as F
 
-from advrp2k import TrainingDefense, frozen_eval, project_linf, register_defense
+from advrp2k import Option, TrainingDefense, frozen_eval, project_linf, register_defense
 
 __version__ = "0.1.0"
 
@@ -20,16 +18,17 @@ __version__ = "0.1.0"
 @register_defense("trades")
 class TRADES(TrainingDefense):
     paper_id = "Zhang2019Theoretically"
+    options = {
+        "beta": Option(float, 6.0, min=0, max=100, help="weight of the robustness term (the paper's CIFAR-10 value)"),
+        "steps": Option(int, 3, min=1, max=100, help="inner PGD steps (the paper uses 10; 3 keeps CPU runs short)"),
+        "step_size": Option(float, None, min=0, max=1, help="2.5 * eps / steps when unset",
+                            derive=lambda o, eps: 2.5 * eps.value / o["steps"]),
+    }
 
-    def __init__(self, eps=None, beta: float = 6.0, steps: int = 3, step_size: float | None = None):
-        super().__init__(eps)
+    def __init__(self, eps=None, **options):
         if eps is None:
             raise ValueError("trades needs --eps, the training budget (e.g. 8/255)")
-        self.beta, self.steps = float(beta), int(steps)
-        self.step_size = float(step_size) if step_size is not None else 2.5 * eps.value / self.steps
-
-    def config(self):
-        return {**super().config(), "beta": self.beta, "steps": self.steps, "step_size": self.step_size}
+        super().__init__(eps, **options)
 
     def _inner_max(self, model, x, generator):
         eps = self.eps.value
