@@ -91,7 +91,7 @@ def test_cascade_attacks_fewer_examples_with_the_same_worst_case():
 
 def test_larger_eps_only_attacks_survivors_of_the_smaller():
     x, y = random_batch(64, uint8=True)
-    res = evaluate(tiny_cnn(), x, y, [DET_PGD], EPS, CPU)
+    res = evaluate(tiny_cnn(), x, y, [DET_PGD], EPS, CPU, sanity_checks=False)  # no check's own attacks
     survivors_4 = int(res.robust["4/255"].sum())
     assert res.counts["attacked_examples"] == int(res.clean_correct.sum()) + survivors_4
 
@@ -131,3 +131,47 @@ def test_autoattack_is_at_least_as_strong_as_pgd_here():
     specs = [AttackSpec("pgd", {"steps": 10}), AttackSpec("autoattack", {"apgd_steps": 20, "square_queries": 200})]
     res = evaluate(tiny_cnn(seed=4), x, y, specs, [parse_eps("8/255")], CPU)
     assert res.per_attack["autoattack"]["8/255"] <= res.per_attack["pgd"]["8/255"]
+
+
+def _unconverged_at_the_smaller_eps():
+    """A weak PGD (one step of 1/255) beside a random search that fools everything at 255/255:
+    the largest eps has no survivors, the smaller one has unconverged ones."""
+    x, y = random_batch(96, uint8=True)
+    weak = AttackSpec("pgd", {"steps": 1, "step_size": 1 / 255, "random_start": False})
+    suite = [weak, AttackSpec("square", {"queries": 20})]
+    return tiny_cnn(seed=3), x, y, suite, [parse_eps("8/255"), parse_eps("255/255")]
+
+
+def test_convergence_is_checked_at_every_eps_with_survivors(tmp_path):
+    model, x, y, suite, eps = _unconverged_at_the_smaller_eps()
+    state = EvalState(tmp_path / "state.json", {"test": 1})
+    res = evaluate(model, x, y, suite, eps, CPU, escalate=False, state=state)
+    assert res.robust_acc()["255/255"] == 0  # nothing to check there: the old check looked only here
+    flags = [f for f in res.flags if f["check"] == "convergence"]
+    assert len(flags) == 1 and "at 8/255" in flags[0]["detail"]
+    record = res.convergence["per_eps"]["8/255"]
+    assert set(res.convergence["per_eps"]) == {"8/255"} and record["fooled"] >= 1
+    # The points it found count: robust accuracy is the survivors less what it fooled...
+    assert int(res.robust["8/255"].sum()) == record["survivors"] - record["fooled"]
+    before = min(res.per_attack["pgd"]["8/255"], res.per_attack["square"]["8/255"])
+    assert res.robust_acc()["8/255"] < before
+    # ... and the per-example results say the same (they are what analyses and the entry's check read).
+    from advrp2k.analysis.results import frame
+
+    data = {**state.as_dict(), "context": {"labels": y.tolist()}}
+    df = frame(data)
+    assert df["robust@8/255"].tolist() == res.robust["8/255"].tolist()
+    # The check's attacks are recorded with the check, not as the suite's.
+    assert [c["name"] for c in res.attacks] == ["pgd", "pgd", "square", "square"]
+    assert res.convergence["ran"] and all(c["restarts"] == 2 for c in res.convergence["ran"])
+
+
+def test_a_point_found_at_a_smaller_eps_counts_at_every_larger_one():
+    x, y = random_batch(96, uint8=True)
+    weak = AttackSpec("pgd", {"steps": 1, "step_size": 1 / 255, "random_start": False})
+    res = evaluate(tiny_cnn(seed=3), x, y, [weak], [parse_eps("8/255"), parse_eps("255/255")], CPU,
+                   escalate=False)
+    per_eps = res.convergence["per_eps"]
+    assert per_eps["8/255"]["fooled"] >= 1
+    assert not (res.robust["255/255"] & ~res.robust["8/255"]).any()  # nested
+    assert per_eps["255/255"]["survivors"] <= int(res.robust["8/255"].sum())

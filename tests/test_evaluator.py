@@ -46,7 +46,7 @@ def test_eps_zero_gives_clean_accuracy():
 
 def test_clean_misclassified_are_never_attacked():
     x, y = random_batch(64, uint8=True)
-    res = evaluate(tiny_cnn(), x, y, PGD, EPS[:1], CPU)
+    res = evaluate(tiny_cnn(), x, y, PGD, EPS[:1], CPU, sanity_checks=False)  # the suite's own work only
     n_correct = int(res.clean_correct.sum())
     assert res.counts["attack_forwards"] <= n_correct * (5 + 1)
     assert all(f == "clean" for f, c in zip(res.fooled_by, res.clean_correct) if not c)

@@ -109,53 +109,25 @@ def random_search_flags(attacks, by_attack: dict, n: int) -> list[dict]:
     return flags
 
 
-#: Survivors re-attacked by the convergence check: a random sample of this size (all when fewer).
+#: Survivors re-attacked by the convergence check at each eps: a fixed random sample of this size
+#: (all when fewer).
 CONVERGENCE_SAMPLE = 100
+#: The engine keeps the final points of this many times the sample (per process, per eps): the
+#: sample is drawn from the worst case over the whole suite, which may pass over a few of them.
+CONVERGENCE_KEEP = 4
 #: The attacks whose convergence is checked (the first of them in the suite).
 CONVERGENCE_ATTACKS = ("pgd", "pgd_cw")
 
 
-def convergence_flags(model, x, y, attacks, robust: dict, eps_list, device, batch_size,
-                      points: dict | None = None, sample: int = CONVERGENCE_SAMPLE) -> list[dict]:
-    """Doubling PGD's steps and restarts must not lower robust accuracy by more than 0.5 points.
+def convergence_sample(survivors: torch.Tensor, size: int = CONVERGENCE_SAMPLE) -> torch.Tensor:
+    """The indices of the ``size`` survivors (a bool mask over the test set) that come first in a
+    fixed random order of the whole test set, ascending: the same examples however the
+    survivors were computed or sharded, so a process can keep the points the sample will need."""
+    order = torch.randperm(len(survivors), generator=torch.Generator().manual_seed(0))
+    picked = order[survivors[order]][:size]
+    return picked.sort().values
 
-    A fixed random sample of the survivors at the largest eps (all of them when there are fewer
-    than ``sample``) is attacked again, reusing what the main attack computed: each survivor's
-    final point (``points``) is continued for as many steps again (doubling the steps), and a
-    fresh random restart is added (doubling the restarts). The drop is estimated as the fraction
-    of the sample fooled times the survivors' share of the test set, with a 95 % Wilson interval
-    (the stated precision, reported in the flag's detail).
-    """
-    from advrp2k.core.batches import batch_images
-    from advrp2k.analysis.stats import wilson
 
-    spec = next((s for s in attacks if s.name in CONVERGENCE_ATTACKS), None)
-    if spec is None or not eps_list:
-        return []
-    eps = eps_list[-1]
-    base = spec.build(eps)
-    points = points or {}
-    survivors = robust[eps.label].nonzero().squeeze(1)
-    idx = survivors
-    if len(idx) > sample:
-        pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))[:sample]
-        idx = idx[pick.sort().values]
-    if not len(idx):
-        return []
-    extra = 0
-    for part in idx.split(batch_size):
-        reuse = all(i in points for i in part.tolist())
-        steps = base.steps if reuse else 2 * base.steps  # continuing doubles the steps already taken
-        stronger = create_attack(spec.name, eps, **{**spec.options, "steps": steps, "restarts": 2 * base.restarts,
-                                                    "seed": base.seed + 1})
-        init = torch.stack([points[i] for i in part.tolist()]).to(device) if reuse else None
-        xb = batch_images(x, part, device)
-        extra += int(stronger(model, xb, y[part].to(device), init=init, index=part).fooled.sum())
-    share = len(survivors) / max(1, len(y))
-    drop = extra / max(1, len(idx)) * share
-    low, high = (share * b for b in wilson(extra, len(idx)))
-    if drop > 0.005:
-        return [NOT_CONVERGED.flag(f"PGD with {2 * base.steps} steps and {2 * base.restarts} restarts fooled {extra} of "
-                           f"{len(idx)} sampled survivors at {eps.label}: robust accuracy about {100 * drop:.2f} "
-                           f"points lower (95 % interval {100 * low:.2f} to {100 * high:.2f})")]
-    return []
+def kept_for_convergence(survivors: torch.Tensor) -> torch.Tensor:
+    """The survivors whose final points the engine keeps for the convergence check."""
+    return convergence_sample(survivors, CONVERGENCE_KEEP * CONVERGENCE_SAMPLE)

@@ -13,7 +13,7 @@ import torch
 from advrp2k.core import distributed
 from advrp2k.core.eps import Eps
 from advrp2k.plugins.attack import check_ball_and_box, frozen_eval
-from advrp2k.eval.checks import CONVERGENCE_ATTACKS, fail_if
+from advrp2k.eval.checks import CONVERGENCE_ATTACKS, fail_if, kept_for_convergence
 from advrp2k.core.batches import batch_images
 from advrp2k.eval.state import EvalState
 from advrp2k.core.precision import autocast, fp32_verdicts
@@ -36,29 +36,50 @@ class Engine:
         self.mine = distributed.owned(len(y))  # under torchrun: this process's examples
         self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
         self.fooled_by: list = [None if c else "clean" for c in clean.tolist()]
-        self.configs: list[dict] = []
+        self.configs: list[dict] = []  # what the suite and escalation ran (the entry's "attacks")
+        self.check_configs: list[dict] = []  # what the checks ran (recorded with their checks)
+        self.stages = 0  # every stage's number, for unique keys in the saved state
         self.counts = state.counts  # saved with every batch, so a resumed run counts the whole evaluation
-        self.final_points: dict[int, torch.Tensor] = {}  # survivors' last points of the checked PGD, at the last eps
+        #: eps label -> {example: point}: the checked PGD's survivors' last points (only those the
+        #: convergence check may sample), which the check continues instead of starting afresh.
+        self.final_points: dict[str, dict[int, torch.Tensor]] = {}
 
-    def run(self, attacks, eps_list, per_attack: bool, start: dict | None = None) -> dict[str, dict[str, torch.Tensor]]:
-        """Robust masks per attack and eps. ``start``: only these examples (per eps) are attacked."""
+    def run(self, attacks, eps_list, per_attack: bool, start: dict | None = None, points: dict | None = None,
+            check: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+        """Robust masks per attack and eps.
+
+        Args:
+            start: only these examples (per eps label) are attacked.
+            points: per eps label, starting points for the first restart (a check continuing them).
+            check: a check's run: its configs go to ``check_configs``, not the entry's attacks.
+        """
         by_attack: dict[str, dict[str, torch.Tensor]] = {}
         cascade = {e.label: (start[e.label] if start else self.clean).clone() for e in eps_list}
         for spec in attacks:
             still = self.clean.clone()
             adv_points: dict[int, torch.Tensor] = {}
             masks, previous = {}, None
+            keep = not check and spec.name in CONVERGENCE_ATTACKS and not self.final_points
             for eps in eps_list:
                 candidates = still if per_attack else (still & cascade[eps.label])
                 if previous is not None:  # survivors' points from a run that was interrupted
                     adv_points = {**self.state.load_points(previous), **adv_points}
-                previous = self._stage(spec, eps, candidates, still, adv_points)
+                adv_points = {**adv_points, **(points or {}).get(eps.label, {})}
+                previous = self._stage(spec, eps, candidates, still, adv_points, check)
                 masks[eps.label] = still.clone()
                 cascade[eps.label] &= still
-            if spec.name in CONVERGENCE_ATTACKS and not self.final_points:  # the convergence check reuses them
-                self.final_points = adv_points
+                if keep:
+                    self.final_points[eps.label] = self._kept_points(still & candidates, adv_points, previous)
             by_attack[spec.name if spec.name not in by_attack else f"{spec.name}#{len(by_attack)}"] = masks
         return self._merged(by_attack)
+
+    def _kept_points(self, survivors, adv_points, key) -> dict[int, torch.Tensor]:
+        """The points of this process's survivors that the convergence check may sample (a
+        resumed stage's come from its saved file)."""
+        kept = kept_for_convergence(survivors & self.mine).tolist()
+        if any(i not in adv_points for i in kept):
+            adv_points = {**self.state.load_points(key), **adv_points}
+        return {i: adv_points[i] for i in kept if i in adv_points}
 
     def _merged(self, by_attack: dict) -> dict:
         """Under torchrun: every process's verdicts on its own examples, combined (an example not
@@ -72,10 +93,11 @@ class Engine:
         self.fooled_by = [parts[i % world][1][i] for i in range(len(self.fooled_by))]
         return merged
 
-    def _stage(self, spec, eps, candidates, still, adv_points) -> str:
+    def _stage(self, spec, eps, candidates, still, adv_points, check: bool = False) -> str:
         attack = spec.build_for_evaluation(eps)
-        self.configs.append(attack.config())
-        key = f"{len(self.configs) - 1}:{spec.name}@{eps.label}"
+        (self.check_configs if check else self.configs).append(attack.config())
+        key = f"{self.stages}:{spec.name}@{eps.label}"
+        self.stages += 1
         done, fooled_before = self.state.stage(key)
         for i in fooled_before:
             still[i] = False

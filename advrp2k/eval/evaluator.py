@@ -19,8 +19,9 @@ from torch import nn
 from advrp2k.core.eps import Eps
 from advrp2k.plugins.attack import frozen_eval
 from advrp2k.plugins.attack_spec import AttackSpec  # noqa: F401  (re-exported: part of the evaluator's API)
-from advrp2k.eval.checks import (convergence_flags, fail_if, fail_if_nonfinite_weights, flag_checks, large_eps_flag,
+from advrp2k.eval.checks import (fail_if, fail_if_nonfinite_weights, flag_checks, large_eps_flag,
                                  random_search_flags, state_digest)
+from advrp2k.eval.convergence import check_convergence
 from advrp2k.core import distributed
 from advrp2k.eval.engine import Engine, _batches
 from advrp2k.eval.escalation import plan_remedies, protocol_for, randomized_suite
@@ -30,6 +31,11 @@ from advrp2k.core.batches import batch_images
 from advrp2k.eval.state import EvalState
 
 log = logging.getLogger(__name__)
+
+#: Bump when a change to the evaluation alters what it computes, so saved per-example results
+#: of the older code are not reported as this code's (2: the convergence check at every eps,
+#: its fooling points counted).
+EVALUATION_VERSION = 2
 
 
 @dataclass
@@ -47,6 +53,7 @@ class EvalResult:
     protocol: dict = field(default_factory=dict)  # deterministic or randomized verdicts
     precision: dict = field(default_factory=dict)  # attack precision, fp32 verdicts, overturned bf16 claims
     escalation: dict | None = None  # remedies run because a check fired, with numbers before and after
+    convergence: dict | None = None  # the convergence check per eps (its fooling points are counted)
 
     @property
     def n_examples(self) -> int:
@@ -131,45 +138,61 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     fail_if_nonfinite_weights(model, "the model")
     digest = state_digest(model)
     eps_list = sorted(eps_list)
+    clean, top5, flags, protocol = _clean_and_protocol(model, x, y, device, batch_size, progress, num_classes,
+                                                       sanity_checks, state)
+    suite = randomized_suite(attacks, protocol) if protocol.randomized else attacks
+    engine = Engine(model, x, y, clean, device, batch_size, progress, state, protocol.verdict_passes, precision)
+    by_attack = engine.run(suite, eps_list, per_attack)
+    robust = _worst_case(by_attack, eps_list)
+    _check_monotone(clean, robust)
+    convergence = None
+    if sanity_checks:
+        robust, more, convergence = _suite_checks(engine, suite, by_attack, robust, eps_list, protocol)
+        flags += more
+    robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list, seed) if escalate \
+        else (robust, None)
+    fail_if(state_digest(model) != digest, "eval mode",
+            "the model's weights or BatchNorm statistics changed during evaluation")
+    flags += _finish(engine, state, protocol)
+    per = {name: {k: v.float().mean().item() for k, v in masks.items()} for name, masks in by_attack.items()} \
+        if per_attack else {}
+    return EvalResult(y.clone(), clean, top5, robust, engine.fooled_by, engine.configs, flags, engine.counts,
+                      time.perf_counter() - start, per, protocol=protocol.to_dict(), escalation=escalation,
+                      precision=engine.precision_record(), convergence=convergence)
+
+
+def _clean_and_protocol(model, x, y, device, batch_size, progress, num_classes, sanity_checks, state):
+    """The preflight checks (which decide the verdict protocol) and the clean verdicts."""
     with frozen_eval(model):  # a model handed over in train mode is evaluated in eval mode
         checked = sanity_checks and len(y) and distributed.is_main()
         flags = distributed.broadcast(_preflight(model, x, y, device, num_classes) if checked else [])
         protocol = protocol_for(flags)
         clean, top5 = clean_pass(model, x, y, device, batch_size, progress, protocol.verdict_passes)
         clean = _resumed_clean(state, clean, protocol)
-    suite = randomized_suite(attacks, protocol) if protocol.randomized else attacks
-    engine = Engine(model, x, y, clean, device, batch_size, progress, state, protocol.verdict_passes, precision)
-    by_attack = engine.run(suite, eps_list, per_attack)
-    robust = _worst_case(by_attack, eps_list)
-    _check_monotone(clean, robust)
-    if sanity_checks:
-        flags += _suite_flags(model, x, y, suite, by_attack, robust, eps_list, device, batch_size, engine, protocol)
-    robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list, seed) if escalate \
-        else (robust, None)
+    return clean, top5, flags, protocol
+
+
+def _suite_checks(engine, suite, by_attack, robust, eps_list, protocol):
+    """The checks on the suite's own results: a random search beating the gradient attacks, and
+    (deterministic models only: single-pass claims would mistake noise for progress) convergence
+    at every eps, whose fooling points count. Returns (robust, flags, convergence record)."""
+    flags = random_search_flags(suite, by_attack, len(engine.y))
+    if protocol.randomized:
+        return robust, flags, None
+    robust, more, record = check_convergence(engine, suite, robust, eps_list)
+    _check_monotone(engine.clean, robust)
+    return robust, flags + more, record
+
+
+def _finish(engine, state, protocol) -> list[dict]:
+    """Every process's counts and results added up and saved; the bf16 overturn flag."""
     engine.overturned = sum(distributed.all_gather(engine.overturned))
-    fail_if(state_digest(model) != digest, "eval mode",
-            "the model's weights or BatchNorm statistics changed during evaluation")
     state.finish(distributed.all_gather(state.as_dict()))
     engine.counts = state.counts  # the whole evaluation's, every process's added up
-    flags += _overturn_flags(engine)
-    engine.counts["clean_forwards"] = len(y) * protocol.verdict_passes
-    per = {name: {k: v.float().mean().item() for k, v in masks.items()} for name, masks in by_attack.items()} \
-        if per_attack else {}
-    return EvalResult(y.clone(), clean, top5, robust, engine.fooled_by, engine.configs, flags, engine.counts,
-                      time.perf_counter() - start, per, protocol=protocol.to_dict(), escalation=escalation,
-                      precision=engine.precision_record())
-
-
-
-def _suite_flags(model, x, y, suite, by_attack, robust, eps_list, device, batch_size, engine, protocol) -> list[dict]:
-    """The checks on the suite's own results: a random search beating the gradient attacks, and
-    (deterministic models only: single-pass claims would mistake noise for progress) convergence."""
-    flags = random_search_flags(suite, by_attack, len(y))
-    if not protocol.randomized:
-        conv = convergence_flags(model, x, y, suite, robust, eps_list, device, batch_size, engine.final_points) \
-            if distributed.is_main() else None
-        flags += distributed.broadcast(conv)
+    flags = _overturn_flags(engine)
+    engine.counts["clean_forwards"] = len(engine.y) * protocol.verdict_passes
     return flags
+
 
 def _preflight(model, x, y, device, num_classes) -> list[dict]:
     probe = torch.arange(min(len(y), 64))

@@ -24,7 +24,7 @@ from advrp2k.data import load_split
 from advrp2k.data.tables import attributes_digest
 from advrp2k.core.errors import UsageError
 from advrp2k.eval.state import EvalState
-from advrp2k.eval.evaluator import AttackSpec, EvalResult, evaluate
+from advrp2k.eval.evaluator import EVALUATION_VERSION, AttackSpec, EvalResult, evaluate
 from advrp2k.plugins.attack import ATTACK_BATCHNORM
 from advrp2k.eval.checks import fail_if, fail_if_nonfinite_weights
 from advrp2k.plugins.defense import AdversarialTraining
@@ -170,8 +170,9 @@ def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n, precision:
     header = {"model_id": mid, "checkpoint_sha256": loaded.sha256, "data_fingerprint": prep.scan.fingerprint,
               "eps": [e.label for e in sorted(eps_list)], "n_examples": n, "per_attack": job.per_attack,
               "attacks": [{"name": a.name, "options": a.options} for a in attacks],
+              "configs": [a.build(e).config() for a in attacks for e in sorted(eps_list)],
               "precision": precision, "compile": job.compile, "escalate": job.escalate, "seed": job.seed,
-              "versions": attack_library_versions()}
+              "versions": attack_library_versions(), "evaluation_version": EVALUATION_VERSION}
     key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:16]
     final = _examples_path(job, prep, mid)
     path = final.parent / ".partial" / f"{mid}-{key}.json"
@@ -249,6 +250,7 @@ def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResul
         "flags": result.flags, "unreliable": bool(result.flags), "evaluation_protocol": result.protocol,
         "precision": {**result.precision, "compile": job.compile},
         **({"escalation": result.escalation} if result.escalation else {}),
+        **({"convergence": result.convergence} if result.convergence else {}),
         **({"per_attack": result.per_attack} if result.per_attack else {}),
         **({"autoattack_acc": result.per_attack["autoattack"]} if "autoattack" in result.per_attack else {}),
         "date": datetime.date.today().isoformat(),
