@@ -32,14 +32,14 @@ import torch
 from advrp2k import frozen_eval, parse_eps
 from advrp2k.eval.evaluator import AttackSpec, evaluate
 from advrp2k.models.factory import resolve_device
-from advrp2k.jobs.run import Job, default_eval_batch_size, get_model, prepare
+from advrp2k.jobs.run import Job, default_eval_batch_size, get_model, load_job_data
 from advrp2k.jobs.protocols import get_protocol
 from advrp2k.data import load_split
 
 
 def load_models(device):
     job = Job(defense="standard", protocol=get_protocol("quick"))
-    prep = prepare(job)
+    prep = load_job_data(job)
     std = get_model(job, prep, device).model
     job_m = Job(defense="madry", protocol=get_protocol("quick"), eps=parse_eps("8/255"))
     madry = get_model(job_m, prep, device).model
@@ -139,11 +139,11 @@ THEIRS_SCRIPT = """
 import sys, torch, torchattacks
 from advrp2k import parse_eps
 from advrp2k.data import load_split
-from advrp2k.jobs.run import Job, get_model, prepare
+from advrp2k.jobs.run import Job, get_model, load_job_data
 from advrp2k.jobs.protocols import get_protocol
 defense, eps_arg, bs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 job = Job(defense=defense, protocol=get_protocol("quick"), eps=parse_eps(eps_arg) if eps_arg != "-" else None)
-prep = prepare(job)
+prep = load_job_data(job)
 model = get_model(job, prep, torch.device("cpu")).model.eval()
 x, y = load_split(prep.scan, "test", prep.image_size)
 for eps in (4 / 255, 8 / 255):

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from advrp2k import create_defense, create_model, parse_eps
-from advrp2k.core.precision import autocast, prepare_model
+from advrp2k.core.precision import autocast, place_model
 
 TRAIN_IMAGES, TEST_IMAGES, EPOCHS = 345_000, 39_000, 150
 
@@ -36,7 +36,7 @@ def sync(device):
 def train_ips(defense_name, device, precision, compile_model, batch, size, classes, steps, warmup=3) -> float:
     torch.manual_seed(0)
     model = create_model("resnet34", classes).to(device).train()
-    model = prepare_model(model, precision, device, compile_model)
+    model = place_model(model, precision, device, compile_model)
     defense = create_defense(defense_name, eps=parse_eps("8/255") if defense_name == "madry" else None,
                              **({"steps": 7} if defense_name == "madry" else {}))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -302,12 +302,12 @@ def _checkpoint(tmp_path: Path, scan, image_size: int, poison: bool = False) -> 
 
 
 def test_checkpoint_image_size_is_used_and_a_conflicting_option_refused(tiny_synth, tmp_path):
-    from advrp2k.jobs.job import Job, prepare as prepare_job
+    from advrp2k.jobs.job import Job, load_job_data
     from advrp2k.jobs.protocols import get_protocol
 
     ckpt = _checkpoint(tmp_path, scan_rp2k(tiny_synth), 16)
     job = Job("standard", get_protocol("quick"), data=tiny_synth, checkpoint=ckpt)
-    assert prepare_job(job).image_size == 16  # not the data's default of 64
+    assert load_job_data(job).image_size == 16  # not the data's default of 64
     result = _run("eval", "--data", tiny_synth, "--checkpoint", ckpt, "--image-size", 32, "--leaderboard", tmp_path / "lb")
     _one_line_error(result, 2, "trained with image_size 16", "--image-size says 32")
     result = _run("eval", "--data", tiny_synth, "--checkpoint", ckpt, "--arch", "resnet18", "--leaderboard", tmp_path / "lb")

@@ -88,12 +88,12 @@ def train_cmd(**kw):
     from advrp2k.models.factory import resolve_device
     from advrp2k.core.paths import cache_home
     from advrp2k.jobs.model_store import defense_for, get_model
-    from advrp2k.jobs.run import prepare
+    from advrp2k.jobs.run import load_job_data
 
     job = _make_job(**kw)
     defense_for(job)
     check_output_dir(cache_home(), "the cache folder (ADVRP2K_HOME)")
-    prep = prepare(job)
+    prep = load_job_data(job)
     from advrp2k.core import distributed
 
     loaded = get_model(job, prep, resolve_device(job.device))

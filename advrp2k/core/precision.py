@@ -60,7 +60,7 @@ def autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def prepare_model(model: torch.nn.Module, precision: str, device: torch.device, compile: bool = False):
+def place_model(model: torch.nn.Module, precision: str, device: torch.device, compile: bool = False):
     """channels_last for bf16 convolutions on CUDA; ``torch.compile`` when asked (weights stay fp32)."""
     if precision == "bf16" and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

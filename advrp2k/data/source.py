@@ -1,4 +1,7 @@
-"""Dataset plugins: each prepares a folder in the RP2K release layout that one loader reads."""
+"""Dataset plugins: each locates (or writes) a folder in the RP2K release layout that one loader reads.
+
+(In advrp2k "prepare" means one thing only: the decoded cache of ``advrp2k data prepare``.)
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +13,7 @@ from advrp2k.core.errors import DataError
 
 @dataclass
 class DataSource:
-    """A prepared dataset: where it is on disk and what it is."""
+    """A located dataset: where it is on disk and what it is."""
 
     name: str
     root: Path
@@ -26,7 +29,7 @@ class Rp2kDataset:
     synthetic = False
     default_image_size = 64  # quick protocol; --protocol paper uses 224
 
-    def prepare(self, data: str | Path | None, progress=None) -> DataSource:
+    def locate(self, data: str | Path | None, progress=None) -> DataSource:
         if data is None:
             raise DataError("dataset rp2k needs --data PATH pointing at your RP2K download "
                             "(or leave out --dataset to use the embedded synthetic default)")
@@ -61,7 +64,10 @@ def write_marker(root: Path, dataset: str, description: str, **config) -> None:
     write_json(Path(root) / MARKER, {"dataset": dataset, "description": description, **config})
 
 
-def prepare_data(dataset: str | None, data: str | Path | None, progress=None) -> DataSource:
-    """Pick the dataset plugin (``rp2k`` when ``data`` is given, else ``rp2k_synth``) and prepare it."""
+def locate_data(dataset: str | None, data: str | Path | None, progress=None) -> DataSource:
+    """Pick the dataset plugin (``rp2k`` when ``data`` is given, else ``rp2k_synth``) and locate
+    its folder (a stand-in is written on first use). A plugin written before ``locate`` was named
+    may still call the method ``prepare``."""
     name = dataset or ("rp2k" if data is not None else "rp2k_synth")
-    return DATASETS.get(name)().prepare(data, progress=progress)
+    plugin = DATASETS.get(name)()
+    return (plugin.locate if hasattr(plugin, "locate") else plugin.prepare)(data, progress=progress)

@@ -277,7 +277,7 @@ class SynthDataset:
     default_image_size = 32
     config = SynthConfig()
 
-    def prepare(self, data=None, progress=None) -> DataSource:
+    def locate(self, data=None, progress=None) -> DataSource:
         cfg = self.config
         out = cache_dir("datasets") / f"rp2k_synth-v{GENERATOR_VERSION}-seed{cfg.seed}"
         if data is not None:

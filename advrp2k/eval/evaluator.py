@@ -145,17 +145,15 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     by_attack = engine.run(suite, eps_list, per_attack)
     robust = _worst_case(by_attack, eps_list)
     _check_monotone(clean, robust)
-    convergence = None
-    if sanity_checks:
-        robust, more, convergence = _suite_checks(engine, suite, by_attack, robust, eps_list, protocol)
-        flags += more
+    robust, more, convergence = _suite_checks(engine, suite, by_attack, robust, eps_list, protocol) \
+        if sanity_checks else (robust, [], None)
+    flags += more
     robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list, seed) if escalate \
         else (robust, None)
     fail_if(state_digest(model) != digest, "eval mode",
             "the model's weights or BatchNorm statistics changed during evaluation")
     flags += _finish(engine, state, protocol)
-    per = {name: {k: v.float().mean().item() for k, v in masks.items()} for name, masks in by_attack.items()} \
-        if per_attack else {}
+    per = {name: {k: v.float().mean().item() for k, v in m.items()} for name, m in by_attack.items()} if per_attack else {}
     return EvalResult(y.clone(), clean, top5, robust, engine.fooled_by, engine.configs, flags, engine.counts,
                       time.perf_counter() - start, per, protocol=protocol.to_dict(), escalation=escalation,
                       precision=engine.precision_record(), convergence=convergence)

@@ -1,4 +1,4 @@
-"""What one ``advrp2k eval``/``train`` run is (``Job``) and the data it runs on (``Prepared``)."""
+"""What one ``advrp2k eval``/``train`` run is (``Job``) and the data it runs on (``JobData``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,7 +8,7 @@ from typing import Callable
 from advrp2k.core.eps import Eps
 from advrp2k.plugins.attack_spec import AttackSpec
 from advrp2k.models.checkpoints import read_checkpoint
-from advrp2k.data import DataSource, prepare_data, scan_rp2k
+from advrp2k.data import DataSource, locate_data, scan_rp2k
 from advrp2k.data.tables import read_attributes
 from advrp2k.core.errors import DataError, UsageError
 from advrp2k.jobs.protocols import Protocol
@@ -56,19 +56,19 @@ def default_attacks(protocol: Protocol) -> list[AttackSpec]:
 
 
 @dataclass
-class Prepared:
+class JobData:
     source: DataSource
     scan: object
     image_size: int
 
 
-def prepare(job: Job) -> Prepared:
+def load_job_data(job: Job) -> JobData:
     attributes = None
     if job.attributes is not None:  # checked before the scan, which may decode every image
         if not Path(job.attributes).is_file():
             raise UsageError(f"--attributes {job.attributes} is not a file: pass a CSV with a 'sku' column")
         attributes = read_attributes(job.attributes)
-    source = prepare_data(job.dataset, job.data, job.progress)
+    source = locate_data(job.dataset, job.data, job.progress)
     scan = scan_rp2k(source.root, progress=job.progress)
     if attributes is not None:
         scan.attributes = attributes
@@ -78,7 +78,7 @@ def prepare(job: Job) -> Prepared:
         raise DataError(f"{source.root} holds {len(scan.classes)} SKU: a classifier needs at least two classes, "
                         f"so accuracy would mean nothing; point --data at the whole release")
     size = checkpoint_settings(job).get("image_size") or job.protocol.image_size or source.default_image_size
-    return Prepared(source, scan, size)
+    return JobData(source, scan, size)
 
 
 def checkpoint_settings(job: Job, record: dict | None = None) -> dict:

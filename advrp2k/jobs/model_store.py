@@ -24,10 +24,10 @@ from advrp2k.models.checkpoints import check_classes, read_checkpoint, save_mode
 from advrp2k.data import load_split
 from advrp2k.plugins.defense import TestTimeDefense, create_defense
 from advrp2k.core.errors import CheckpointError, DataError, UsageError
-from advrp2k.jobs.job import Job, Prepared
+from advrp2k.jobs.job import Job, JobData
 from advrp2k.models.factory import create_model
 from advrp2k.core.paths import cache_dir
-from advrp2k.core.precision import prepare_model, resolve_precision
+from advrp2k.core.precision import place_model, resolve_precision
 from advrp2k.train.trainer import TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _settings(job: Job, device: torch.device) -> TrainSettings:
                          extra={"init": init} if init else {})
 
 
-def _train_key(prep: Prepared, arch: str, defense_name: str, defense_cfg: dict, settings: TrainSettings) -> str:
+def _train_key(prep: JobData, arch: str, defense_name: str, defense_cfg: dict, settings: TrainSettings) -> str:
     blob = json.dumps([TRAINER_VERSION, prep.scan.fingerprint, prep.scan.classes, prep.image_size, arch,
                        defense_name, defense_cfg, settings.to_dict()], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -94,7 +94,7 @@ class LoadedModel:
     train_threads: int | None = None
 
 
-def get_model(job: Job, prep: Prepared, device: torch.device) -> LoadedModel:
+def get_model(job: Job, prep: JobData, device: torch.device) -> LoadedModel:
     """Load ``--checkpoint``, else the cached model of this exact config, else train one.
 
     Runs sharing a cache hold the model's lock: a second run of the same config waits for the
@@ -125,7 +125,7 @@ def get_model(job: Job, prep: Prepared, device: torch.device) -> LoadedModel:
                        reused=not trained, train_threads=side.get("threads"))
 
 
-def _cached_model(path: Path, prep: Prepared):
+def _cached_model(path: Path, prep: JobData):
     """(checkpoint, model) from the model cache, or None when missing or unusable."""
     if not path.is_file():
         return None
@@ -137,7 +137,7 @@ def _cached_model(path: Path, prep: Prepared):
         return None
 
 
-def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, settings: TrainSettings,
+def _train_and_save(job: Job, prep: JobData, device, base_name: str, base, settings: TrainSettings,
                     folder: Path) -> None:
     """Train, then write the model (content only: identical trainings give identical files) and,
     beside it, what varies between identical trainings (wall time, device, date)."""
@@ -148,7 +148,7 @@ def _train_and_save(job: Job, prep: Prepared, device, base_name: str, base, sett
     if not len(y):
         raise DataError(f"no usable training images under {prep.source.root}/all/train")
     t0 = time.perf_counter()
-    train(prepare_model(model, settings.precision, device, job.compile), base, x, y, settings, folder / "run", device,
+    train(place_model(model, settings.precision, device, job.compile), base, x, y, settings, folder / "run", device,
           progress=job.progress)
     wall = time.perf_counter() - t0
     record = {"arch": arch, "arch_id": arch_id(arch, job.pretrained) + ("-augpaper" if job.augment == "paper" else ""),

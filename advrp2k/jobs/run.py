@@ -1,4 +1,4 @@
-"""End-to-end jobs the CLI calls: prepare data, train (or reuse) a model, evaluate, write the entry."""
+"""End-to-end jobs the CLI calls: locate the data, train (or reuse) a model, evaluate, write the entry."""
 from __future__ import annotations
 
 import datetime
@@ -28,17 +28,17 @@ from advrp2k.eval.evaluator import EVALUATION_VERSION, AttackSpec, EvalResult, e
 from advrp2k.plugins.attack import ATTACK_BATCHNORM
 from advrp2k.eval.checks import fail_if, fail_if_nonfinite_weights
 from advrp2k.plugins.defense import AdversarialTraining
-from advrp2k.jobs.job import Job, Prepared, checkpoint_settings, default_attacks, prepare
+from advrp2k.jobs.job import Job, JobData, checkpoint_settings, default_attacks, load_job_data
 from advrp2k.board.entries import SCHEMA_VERSION, entry_file, write_entry
 from advrp2k.jobs.model_store import LoadedModel, defense_for, get_model
 from advrp2k.models.factory import resolve_device
 from advrp2k.core.paths import cache_home
 from advrp2k.core.ranking_rule import RANKING_EPS, RANKING_SUITE
-from advrp2k.core.precision import prepare_model, resolve_precision
+from advrp2k.core.precision import place_model, resolve_precision
 from advrp2k.analysis.results import examples_path, frame
 
 log = logging.getLogger(__name__)
-__all__ = ["Job", "Prepared", "prepare", "LoadedModel", "get_model", "run_eval", "check_job", "build_entry",
+__all__ = ["Job", "JobData", "load_job_data", "LoadedModel", "get_model", "run_eval", "check_job", "build_entry",
            "default_attacks", "default_eval_batch_size", "model_id"]
 
 
@@ -83,7 +83,7 @@ def run_eval(job: Job) -> dict:
     """Train or load, evaluate, write the leaderboard entry; return it with its path."""
     device = resolve_device(job.device)
     check_job(job)
-    prep = prepare(job)
+    prep = load_job_data(job)
     loaded = get_model(job, prep, device)
     attacks = [a.reseeded(job.seed) for a in job.suite()]  # --seed reaches them
     eps_list = job.attack_eps or list(RANKING_EPS)
@@ -99,7 +99,7 @@ def run_eval(job: Job) -> dict:
     state.context = _analysis_context(prep, y)
     with item_lock(state.path, f"the evaluation {state.path.name}") if distributed.is_main() else nullcontext():
         state.reload()  # a run that waited picks up what the other one saved
-        result = evaluate(prepare_model(loaded.model, precision, device, job.compile), x, y, attacks, eps_list, device,
+        result = evaluate(place_model(loaded.model, precision, device, job.compile), x, y, attacks, eps_list, device,
                           job.batch_size_eval or default_eval_batch_size(device), job.progress,
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
                           escalate=job.escalate, precision=precision, seed=job.seed)
@@ -130,7 +130,7 @@ def _check_entry_matches(entry: dict, table) -> None:
                 f"accuracy at {label} is {claimed:.4%} in the entry but {recorded:.4%} in its per-example results")
 
 
-def _analysis_context(prep: Prepared, y: torch.Tensor) -> dict:
+def _analysis_context(prep: JobData, y: torch.Tensor) -> dict:
     """What the per-example analyses need beside the results: labels, class names, training
     counts per class and the attributes of the classes (saved with the per-example results)."""
     classes = prep.scan.classes
@@ -148,11 +148,11 @@ def _identity(job: Job, record: dict):
     return info, defense, eps, model_id(defense.paper_id, record.get("arch_id") or record["arch"].replace(":", "-"), eps)
 
 
-def _entry_path(job: Job, prep: Prepared, mid: str) -> Path:
+def _entry_path(job: Job, prep: JobData, mid: str) -> Path:
     return entry_file(job.leaderboard, prep.source.name, "linf", mid)
 
 
-def _examples_path(job: Job, prep: Prepared, mid: str) -> Path:
+def _examples_path(job: Job, prep: JobData, mid: str) -> Path:
     return examples_path(_entry_path(job, prep, mid))
 
 
@@ -227,7 +227,7 @@ def model_id(paper_id: str, arch: str, eps: Eps | None) -> str:
     return f"{paper_id}_{arch}{suffix}"
 
 
-def build_entry(job: Job, prep: Prepared, loaded: LoadedModel, result: EvalResult, device) -> dict:
+def build_entry(job: Job, prep: JobData, loaded: LoadedModel, result: EvalResult, device) -> dict:
     record = loaded.record
     info, defense, eps, mid = _identity(job, record)
     attack_plugins = [ATTACKS.info(a.name).provenance() for a in job.suite()]
