@@ -95,3 +95,29 @@ def test_torchrun_train_evaluates_like_one_process_and_resumes_after_a_killed_wo
         assert ev.returncode == 0, ev.stderr
         accs.append(json.loads(next((tmp_path / f"lb-{home}" / "entries").rglob("*.json")).read_text())["clean_acc"])
     assert abs(accs[0] - accs[1]) <= 0.25, accs  # within the noise of 22 test images
+
+
+def test_a_resumed_sharded_evaluation_counts_each_process_work_once(tmp_path):
+    """Two processes save their own progress; both are stopped and resumed; the finished counts
+    are the work actually done (each process reads every process's saved counts on resume)."""
+    from advrp2k.eval.state import EvalState
+
+    path, header = tmp_path / "run.json", {"model": "m"}
+
+    def work(state, rank, examples, forwards):
+        state.clean_correct = [True] * 4
+        state.counts["attack_forwards"] += forwards
+        state.record("0:pgd@8/255", examples, [], [])
+
+    first = [EvalState(path, header, shard=(r, 2)) for r in (0, 1)]
+    work(first[0], 0, [0], 10)
+    work(first[1], 1, [1], 20)  # both processes stop here
+    resumed = [EvalState(path, header, shard=(r, 2)) for r in (0, 1)]
+    assert all(s.counts["attack_forwards"] == 30 for s in resumed)  # each reads both files
+    work(resumed[0], 0, [2], 1)
+    work(resumed[1], 1, [3], 2)
+    parts = [s.as_dict() for s in resumed]
+    for s in resumed:
+        s.finish(parts)
+    assert resumed[0].counts["attack_forwards"] == 10 + 20 + 1 + 2
+    assert EvalState(path, header).counts["attack_forwards"] == 33  # the published file too

@@ -64,6 +64,10 @@ class EvalState:
             saved = EvalState(None, self.header)
             saved._load(part, strict=True)
             self.merge(saved.as_dict())
+        # Every process of a resumed torchrun run reads every process's saved counts; only the
+        # main process carries them on, the others save (and hand over) their new work alone,
+        # so the whole evaluation's counts are added up once.
+        self.resumed_counts = dict(self.counts)
 
     def _load(self, path: Path, strict: bool) -> None:
         try:
@@ -122,6 +126,7 @@ class EvalState:
             self.stages, self.counts = {}, {k: 0 for k in COUNT_KEYS}
             for part in parts:
                 self.merge(part)
+            self.resumed_counts = {}  # the merged counts are every process's own now
         if self.rank == 0:
             self.own_path = self.path
             self.save(complete=True)
@@ -166,7 +171,14 @@ class EvalState:
     def as_dict(self) -> dict:
         """The saved form (also what ``advrp2k.analysis.results.frame`` reads)."""
         return {"header": self.header, "clean_correct": self.clean_correct, "stages": self.stages,
-                "counts": self.counts, "complete": self.complete, "context": self.context}
+                "counts": self.own_counts(), "complete": self.complete, "context": self.context}
+
+    def own_counts(self) -> dict:
+        """The counts this process saves: the main process's include the resumed run's, another
+        process's only the work it did since (see ``reload``)."""
+        if self.rank == 0:
+            return dict(self.counts)
+        return {k: v - self.resumed_counts.get(k, 0) for k, v in self.counts.items()}
 
     def publish(self, final: str | Path) -> None:
         """Move the finished results to ``final`` (beside the entry), atomically."""
