@@ -16,8 +16,9 @@ torch.set_num_threads(2)
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own cache folder; no progress bars in test output."""
+    """Every test gets its own cache and results folders; no progress bars in test output."""
     monkeypatch.setenv("ADVRP2K_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ADVRP2K_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("ADVRP2K_NO_PROGRESS", "1")
     return tmp_path / "home"
 

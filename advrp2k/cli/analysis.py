@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from advrp2k.cli.group import cli
+from advrp2k.cli.params import results_argument
 from advrp2k.core.errors import UsageError
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
@@ -70,7 +71,7 @@ def format_comparison(ea: dict, eb: dict, rows: list[dict]) -> str:
 
 
 @cli.command("export")
-@click.argument("leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"))
+@results_argument
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (default LEADERBOARD/leaderboard.FORMAT).")
 def export_cmd(leaderboard, fmt, out):

@@ -9,7 +9,7 @@ import click
 from advrp2k.board.entry_text import format_entry
 from advrp2k.cli.group import cli
 from advrp2k.cli.job_options import CURVE_EPS, _job_options, _make_job
-from advrp2k.cli.params import EpsListType, parse_key_values
+from advrp2k.cli.params import EpsListType, parse_key_values, results_option
 from advrp2k.core.eps import parse_eps_list
 from advrp2k.core.errors import UsageError
 from advrp2k.core.ranking_rule import RANKING_EPS_LABELS
@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 @click.option("--cascade", is_flag=True, help="Attack only survivors of earlier attacks (cheaper; no per-attack numbers).")
 @click.option("--restart", is_flag=True, help="Discard saved per-example results instead of resuming from them.")
 @click.option("--no-escalate", is_flag=True, help="Report flags only; do not run the attacks they call for.")
-@click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
+@results_option
+@click.option("--force", is_flag=True, help="Replace an entry from a stronger evaluation (more attacks, eps or images).")
 @click.pass_context
 def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval, curve, cascade, restart, no_escalate,
-             leaderboard, **kw):
+             leaderboard, force, **kw):
     """Train (or reuse) a defended model, evaluate it, write a leaderboard entry."""
     from advrp2k.jobs.run import default_attacks, run_eval
     from advrp2k.plugins.attack_spec import AttackSpec
@@ -47,7 +48,8 @@ def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval,
         attack_eps = parse_eps_list(CURVE_EPS)
 
     job = _make_job(**kw, attack_eps=attack_eps, n_examples=n_examples, leaderboard=leaderboard,
-                    per_attack=not cascade, restart=restart, batch_size_eval=batch_size_eval, escalate=not no_escalate)
+                    per_attack=not cascade, restart=restart, batch_size_eval=batch_size_eval, escalate=not no_escalate,
+                    force=force)
     names = [a.strip() for a in attacks.split(",") if a.strip()]
     for name in names:
         _registry.ATTACKS.info(name)

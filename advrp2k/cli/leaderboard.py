@@ -8,6 +8,7 @@ import click
 from advrp2k.board.entry_text import format_entry
 from advrp2k.cli.group import cli
 from advrp2k.cli.job_options import _job_options, _make_job
+from advrp2k.cli.params import results_argument, results_option
 from advrp2k.core.errors import UsageError
 
 
@@ -20,7 +21,7 @@ leaderboard_group.needs_plugins = False  # entries are plain JSON: no plugin (no
 
 
 @leaderboard_group.command("validate")
-@click.argument("leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"))
+@results_argument
 def validate_cmd(leaderboard):
     """Check every entry under LEADERBOARD/entries against the schema and cross-field rules."""
     from advrp2k.board.entries import load_entries
@@ -41,7 +42,7 @@ def validate_cmd(leaderboard):
 @click.option("--authors", required=True)
 @click.option("--link", required=True, help="https:// link to the paper or code.")
 @click.option("--venue", default=None)
-@click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
+@results_option
 def submit_cmd(name, authors, link, venue, leaderboard, **kw):
     """Evaluate under the leaderboard's ranking protocol and write the validated entry to send as a pull request.
 
@@ -75,7 +76,7 @@ def submit_cmd(name, authors, link, venue, leaderboard, **kw):
 
 
 @leaderboard_group.command("build")
-@click.argument("leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"))
+@results_argument
 @click.option("--out", type=click.Path(path_type=Path), help="Site folder (default LEADERBOARD/site).")
 def build_cmd(leaderboard, out):
     """Generate LEADERBOARD/leaderboard.json and the static site from the entries."""

@@ -2,11 +2,26 @@
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import click
 
 from advrp2k.core.eps import parse_eps, parse_eps_list
 from advrp2k.core.errors import UsageError
+from advrp2k.core.paths import RESULTS_DIR, results_home
+
+
+def results_option(f):
+    """``--leaderboard PATH``: the results folder (entries, per-example results, tables, site)."""
+    return click.option("--leaderboard", type=click.Path(path_type=Path), default=results_home,
+                        show_default=f"./{RESULTS_DIR} (or $ADVRP2K_RESULTS)",
+                        help="Results folder; the repository's shipped board is written only when named, "
+                             "e.g. --leaderboard leaderboard.")(f)
+
+
+def results_argument(f):
+    """``[LEADERBOARD]``: the results folder to read (default as ``--leaderboard``)."""
+    return click.argument("leaderboard", type=click.Path(path_type=Path), default=results_home)(f)
 
 
 class EpsType(click.ParamType):

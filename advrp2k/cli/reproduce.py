@@ -7,6 +7,7 @@ import click
 
 from advrp2k.cli.group import cli
 from advrp2k.cli.job_options import _data_options, _make_job
+from advrp2k.cli.params import results_option
 
 
 @cli.group("reproduce")
@@ -17,7 +18,7 @@ def reproduce_group():
 @reproduce_group.command("table5")
 @_data_options
 @click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
-@click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
+@results_option
 def table5_cmd(n_examples, leaderboard, **kw):
     """Train (or reuse) the regular, Madry 4/255 and Madry 8/255 models; evaluate; compare with the paper.
 
@@ -38,7 +39,7 @@ def table5_cmd(n_examples, leaderboard, **kw):
 @click.option("--robust-backbone", default="Salman2020Do_R18", show_default=True,
               help="RobustBench ImageNet Linf model for the robust-pretraining rows (weights under --model-dir).")
 @click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
-@click.option("--leaderboard", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
+@results_option
 def table3_cmd(robust_backbone, n_examples, leaderboard, **kw):
     """The paper's Table 3 (scratch / ImageNet-pretrained, without and with its augmentation), extended
     with a robust backbone and with Madry training; rows whose weights are missing are reported, not run.

@@ -1,4 +1,4 @@
-"""Where caches live: generated data, scans and trained models."""
+"""Where caches live (generated data, scans, trained models) and where results are written."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,16 @@ def cache_home() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(platformdirs.user_cache_dir("advrp2k"))
+
+
+#: Where ``eval``, ``submit`` and ``reproduce`` write entries when no ``--leaderboard`` is given: a
+#: folder of the user's own, never the repository's shipped ``leaderboard/`` (that one only by path).
+RESULTS_DIR = "advrp2k-results"
+
+
+def results_home() -> Path:
+    """``$ADVRP2K_RESULTS`` if set, else ``./advrp2k-results`` in the current folder."""
+    return Path(os.environ.get("ADVRP2K_RESULTS") or RESULTS_DIR).expanduser()
 
 
 def cache_dir(*parts: str) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from advrp2k.core.eps import Eps
+from advrp2k.core.paths import results_home
 from advrp2k.plugins.attack_spec import AttackSpec
 from advrp2k.models.checkpoints import read_checkpoint
 from advrp2k.data import DataSource, locate_data, scan_rp2k
@@ -29,7 +30,7 @@ class Job:
     seed: int = 0
     attacks: list[AttackSpec] | None = None
     attack_eps: list[Eps] | None = None
-    leaderboard: Path = Path("leaderboard")
+    leaderboard: Path = field(default_factory=results_home)  # ./advrp2k-results unless named
     batch_size_eval: int | None = None  # None: default_eval_batch_size(device)
     n_examples: int | None = None
     progress: Callable | None = None
@@ -45,6 +46,7 @@ class Job:
     model_dir: Path | None = None  # where pretrained weights are read from (default $ADVRP2K_HOME/weights)
     augment: str = "none"  # training augmentation: none, or paper (the RP2K paper's Sec. 4.2)
     explicit: dict = field(default_factory=dict)  # protocol fields set on the command line (arch, image_size)
+    force: bool = False  # replace an entry even when this evaluation is weaker (fewer attacks, eps or images)
 
     def suite(self) -> list[AttackSpec]:
         """The attack suite: the one asked for, else the protocol's PGD."""

@@ -94,6 +94,8 @@ def run_eval(job: Job) -> dict:
     x, y = load_split(prep.scan, "test", prep.image_size, progress=job.progress)
     if job.n_examples:
         x, y = x[:job.n_examples], y[:job.n_examples]
+    if not job.force:
+        refuse_weaker_replacement(_entry_path(job, prep, _identity(job, loaded.record)[3]), attacks, eps_list, len(y))
     precision = resolve_precision(job.precision, device)
     state = _eval_state(job, prep, loaded, attacks, eps_list, len(y), precision)
     state.context = _analysis_context(prep, y)
@@ -115,6 +117,32 @@ def run_eval(job: Job) -> dict:
             state.publish(final)
             path = write_entry(job.leaderboard, entry)
     return {"entry": entry, "path": str(path), "result": result}
+
+
+def refuse_weaker_replacement(path: Path, attacks, eps_list, n: int) -> None:
+    """Before any attack work: refuse to replace the entry at ``path`` with one that would lose
+    something it has (an attack of its suite, an eps, test images), unless ``--force``.
+
+    Raises:
+        UsageError: saying what would be lost and how to keep both.
+    """
+    from advrp2k.core.io import read_json
+
+    if not path.is_file():
+        return
+    try:
+        old = read_json(path)
+    except ValueError:
+        return  # an unreadable entry is replaced (load_entries reports it meanwhile)
+    old_attacks = [a.get("name") for a in old.get("plugins", {}).get("attacks", [])]
+    lost = [f"attack {a}" for a in old_attacks if a not in {s.name for s in attacks}]
+    lost += [f"eps {e}" for e in old.get("robust_acc", {}) if e not in {x.label for x in eps_list}]
+    if old.get("n_examples", 0) > n:
+        lost.append(f"{old['n_examples'] - n} of its {old['n_examples']} test images")
+    if lost:
+        raise UsageError(f"{path} holds an entry from a stronger evaluation ({' + '.join(old_attacks)} on "
+                         f"{old.get('n_examples')} images); this one would replace it and lose {', '.join(lost)}. "
+                         f"Pass --force to replace it, or --leaderboard DIR to write this one elsewhere")
 
 
 def _check_entry_matches(entry: dict, table) -> None:

@@ -1,0 +1,45 @@
+"""User results go to a folder of the user's own, never into the repository's shipped board, and
+an entry is never replaced by a weaker evaluation without --force."""
+import hashlib
+import json
+
+from helpers import invoke
+
+TINY = ["--dataset", "rp2k_synth", "--epochs", "1", "--image-size", "16", "--no-escalate"]
+
+
+def _digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_eval_in_a_clone_leaves_the_shipped_leaderboard_byte_identical(tiny_synth, tmp_path, monkeypatch):
+    clone = tmp_path / "clone"
+    shipped = clone / "leaderboard" / "entries" / "rp2k_synth" / "linf"
+    shipped.mkdir(parents=True)
+    (shipped / "Standard_smallcnn.json").write_text('{"shipped": true}')
+    before = _digest(clone / "leaderboard")
+    monkeypatch.chdir(clone)
+    monkeypatch.delenv("ADVRP2K_RESULTS")
+    result = invoke("eval", "--defense", "standard", "--data", tiny_synth, *TINY)
+    assert result.exit_code == 0, result.output
+    assert _digest(clone / "leaderboard") == before
+    assert (clone / "advrp2k-results" / "entries" / "rp2k_synth" / "linf" / "Standard_smallcnn.json").is_file()
+    assert "advrp2k-results" in result.output
+
+
+def test_a_weaker_evaluation_does_not_replace_a_stronger_entry_without_force(tiny_synth, tmp_path):
+    board = tmp_path / "board"
+    common = ["eval", "--defense", "standard", "--data", tiny_synth, *TINY, "--leaderboard", board]
+    strong = invoke(*common, "--attacks", "pgd,fgsm")
+    assert strong.exit_code == 0, strong.output
+    entry = next(board.rglob("entries/**/Standard_smallcnn.json"))
+    kept = entry.read_bytes()
+    for weaker, lost in ((["--attacks", "pgd"], "attack fgsm"), (["--attacks", "pgd,fgsm", "--n-examples", "3"],
+                                                                 "test images")):
+        refused = invoke(*common, *weaker)
+        assert refused.exit_code == 2 and lost in refused.output and "--force" in refused.output, refused.output
+        assert entry.read_bytes() == kept
+    forced = invoke(*common, "--attacks", "pgd", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert [a["name"] for a in json.loads(entry.read_text())["plugins"]["attacks"]] == ["pgd"]
