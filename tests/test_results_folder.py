@@ -43,3 +43,24 @@ def test_a_weaker_evaluation_does_not_replace_a_stronger_entry_without_force(tin
     forced = invoke(*common, "--attacks", "pgd", "--force")
     assert forced.exit_code == 0, forced.output
     assert [a["name"] for a in json.loads(entry.read_text())["plugins"]["attacks"]] == ["pgd"]
+
+
+def test_a_repeated_eval_reports_the_finished_evaluation_without_attacking(tiny_synth, tmp_path, monkeypatch):
+    import advrp2k.jobs.run as run_module
+
+    common = ["eval", "--defense", "standard", "--data", tiny_synth, *TINY, "--leaderboard", tmp_path / "board"]
+    first = invoke(*common)
+    assert first.exit_code == 0, first.output
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a repeated evaluation attacked or classified again")
+
+    monkeypatch.setattr(run_module, "evaluate", no_work)
+    monkeypatch.setattr(run_module, "load_split", no_work)
+    again = invoke(*common)
+    assert again.exit_code == 0, again.output
+    assert "nothing attacked again" in again.output
+    assert again.output.split("\n\n")[0] == first.output.split("\n\n")[0]  # the same table's heading
+    # Another setting that changes results is evaluated, never replayed.
+    other = invoke(*common, "--seed", "7")
+    assert other.exit_code != 0 and "attacked or classified again" in str(other.exception)

@@ -34,6 +34,9 @@ def _load_entry(path: Path) -> dict:
 def compare_cmd(a, b, as_json, seed):
     """Paired comparison of two entries evaluated on the same test set.
 
+    A and B are entry files (``<results>/entries/<dataset>/linf/<model_id>.json``); their
+    per-example results, published beside them under ``examples/``, are what is compared.
+
     Per eps: the examples robust in A only and in B only, the exact McNemar p-value, and the
     difference A - B with its paired-bootstrap 95 % interval.
     """

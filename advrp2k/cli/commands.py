@@ -59,7 +59,11 @@ def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval,
     if out["entry"] is None:
         return  # under torchrun only the main process writes and prints
     click.echo(format_entry(out["entry"]))
-    click.echo(f"\nwrote {out['path']}")
+    if out.get("reused"):
+        click.echo(f"\nthis evaluation had finished before: reported from {out['path']} and its per-example "
+                   f"results, nothing attacked again (--restart evaluates afresh)")
+    else:
+        click.echo(f"\nwrote {out['path']}")
 
 
 def apply_attack_args(specs: list[AttackSpec], pairs) -> list[AttackSpec]:

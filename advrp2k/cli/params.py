@@ -29,9 +29,25 @@ class EpsType(click.ParamType):
 
     def convert(self, value, param, ctx):
         try:
-            return parse_eps(value)
+            eps = parse_eps(value)
         except UsageError as exc:
             self.fail(str(exc), param, ctx)
+        note = off_grid_note(value, eps)
+        if note:
+            click.echo(f"note: {note}", err=True)
+        return eps
+
+
+def off_grid_note(raw, eps) -> str | None:
+    """A float budget that is not a whole number of 255ths (``0.03`` is 7.65/255, not 8/255)."""
+    if isinstance(raw, str) and "/" in raw:
+        return None
+    k = eps.value * 255
+    if abs(k - round(k)) < 1e-6 or isinstance(raw, type(eps)):
+        return None
+    near = max(1, round(k))
+    return (f"eps {raw} is {k:.2f}/255, not {near}/255 ({near / 255:.4f}); entries label it {eps.label} and it is "
+            f"not the ranking's budget: write {near}/255 for that")
 
 
 class EpsListType(click.ParamType):

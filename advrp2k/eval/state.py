@@ -91,6 +91,8 @@ class EvalState:
                        for k, v in data["stages"].items()}
         self.counts.update(data.get("counts") or {})
         self.complete = data["complete"]
+        if self.complete:  # a finished evaluation is read whole (a repeated eval reports it as it is)
+            self.context = data.get("context") or {}
 
     def stage(self, key: str) -> tuple[set[int], set[int]]:
         st = self.stages.get(key, {"done": [], "fooled": []})

@@ -16,13 +16,13 @@ from advrp2k.core import distributed
 from advrp2k.core.eps import Eps
 from advrp2k.core.io import check_output_dir
 from advrp2k.core.locks import item_lock
-from advrp2k.plugins.registry import ATTACKS
+from advrp2k.plugins.registry import ARCHS, ATTACKS
 from advrp2k.analysis.analyses import entry_analyses
 from advrp2k.models.backbones import weights_identity
 from advrp2k.models.checkpoints import read_checkpoint
 from advrp2k.data import load_split
 from advrp2k.data.tables import attributes_digest
-from advrp2k.core.errors import UsageError
+from advrp2k.core.errors import IntegrityError, UsageError
 from advrp2k.eval.state import EvalState
 from advrp2k.eval.evaluator import EVALUATION_VERSION, AttackSpec, EvalResult, evaluate
 from advrp2k.plugins.attack import ATTACK_BATCHNORM
@@ -76,6 +76,8 @@ def check_job(job: Job) -> None:
         checkpoint_settings(job, ckpt.record)
         fail_if_nonfinite_weights(ckpt.state, f"checkpoint {job.checkpoint}")
     else:
+        if not job.protocol.arch.startswith("rb:"):
+            ARCHS.info(job.protocol.arch)  # an unknown arch fails before any data is written
         weights_identity(job.protocol.arch, job.pretrained, job.model_dir)  # so do missing or unsafe weights
 
 
@@ -91,13 +93,17 @@ def run_eval(job: Job) -> dict:
         reused = _matching_entry(job, prep, loaded, attacks, eps_list)
         if reused is not None:
             return reused
-    x, y = load_split(prep.scan, "test", prep.image_size, progress=job.progress)
-    if job.n_examples:
-        x, y = x[:job.n_examples], y[:job.n_examples]
-    if not job.force:
-        refuse_weaker_replacement(_entry_path(job, prep, _identity(job, loaded.record)[3]), attacks, eps_list, len(y))
+    n_test = len(prep.scan.samples["test"])
+    n = min(job.n_examples or n_test, n_test)
     precision = resolve_precision(job.precision, device)
-    state = _eval_state(job, prep, loaded, attacks, eps_list, len(y), precision)
+    state = _eval_state(job, prep, loaded, attacks, eps_list, n, precision)
+    stored = _stored_result(job, prep, loaded, state)
+    if stored is not None:
+        return stored
+    if not job.force:
+        refuse_weaker_replacement(_entry_path(job, prep, _identity(job, loaded.record)[3]), attacks, eps_list, n)
+    x, y = load_split(prep.scan, "test", prep.image_size, progress=job.progress)
+    x, y = x[:n], y[:n]
     state.context = _analysis_context(prep, y)
     with item_lock(state.path, f"the evaluation {state.path.name}") if distributed.is_main() else nullcontext():
         state.reload()  # a run that waited picks up what the other one saved
@@ -117,6 +123,27 @@ def run_eval(job: Job) -> dict:
             state.publish(final)
             path = write_entry(job.leaderboard, entry)
     return {"entry": entry, "path": str(path), "result": result}
+
+
+def _stored_result(job: Job, prep: JobData, loaded: LoadedModel, state: EvalState) -> dict | None:
+    """The published entry, when this very evaluation finished before: its per-example results
+    carry this run's key (model, data, eps, examples, attack configs, precision, escalation,
+    seed, versions) and the entry beside them records the same checkpoint and agrees with them.
+    Nothing is attacked or classified again; a repeated ``eval`` prints it in seconds."""
+    from advrp2k.core.io import read_json
+    from advrp2k.board.entries import entry_problems
+
+    path = _entry_path(job, prep, _identity(job, loaded.record)[3])
+    if job.restart or not state.complete or not path.is_file():
+        return None
+    try:
+        entry = read_json(path)
+        same = not entry_problems(entry) and entry["reproducibility"].get("checkpoint_sha256") == loaded.sha256
+        if same:
+            _check_entry_matches(entry, frame(state.as_dict()))
+    except (ValueError, IntegrityError, UsageError, KeyError):
+        return None  # anything that does not match exactly is evaluated again
+    return {"entry": entry, "path": str(path), "result": None, "reused": True} if same else None
 
 
 def refuse_weaker_replacement(path: Path, attacks, eps_list, n: int) -> None:

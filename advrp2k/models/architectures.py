@@ -55,3 +55,11 @@ def resnet34(num_classes: int) -> nn.Module:
     import torchvision
 
     return nn.Sequential(Normalize(), torchvision.models.resnet34(weights=None, num_classes=num_classes))
+
+
+@register_arch("resnet50")
+def resnet50(num_classes: int) -> nn.Module:
+    """torchvision's ResNet-50 (the widest ``--pretrained imagenet`` starts from), trained from scratch."""
+    import torchvision
+
+    return nn.Sequential(Normalize(), torchvision.models.resnet50(weights=None, num_classes=num_classes))
