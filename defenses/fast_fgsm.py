@@ -13,6 +13,8 @@ from advrp2k import AdversarialTraining, Option, create_attack, register_defense
 @register_defense("fast_fgsm")
 class FastFGSM(AdversarialTraining):
     paper_id = "Wong2020Fast"
+    title, venue = "FGSM training with a random start (Wong et al.)", "ICLR 2020"
+    link = "https://arxiv.org/abs/2001.03994"
     options = {"step_size": Option(float, None, min=0, max=1, help="1.25 * eps when unset",
                                    derive=lambda o, eps: 1.25 * eps.value)}
 

@@ -15,6 +15,8 @@ from advrp2k import AdversarialTraining, Option, create_attack, register_defense
 @register_defense("madry")
 class MadryAT(AdversarialTraining):
     paper_id = "Madry2018Towards"
+    title, venue = "PGD adversarial training (Madry et al.)", "ICLR 2018"
+    link = "https://arxiv.org/abs/1706.06083"
     options = {"steps": Option(int, 7, min=1, max=1_000, help="PGD steps per training batch"),
                "step_size": Option(float, None, min=0, max=1, help="2.5 * eps / steps when unset",
                                    derive=lambda o, eps: 2.5 * eps.value / o["steps"])}

@@ -8,6 +8,7 @@ from advrp2k import TrainingDefense, register_defense
 class StandardTraining(TrainingDefense):
     options = {}  # declared: takes none
     paper_id = "Standard"
+    title = "Standard training (no defense)"
     needs_eps = False
 
     def training_loss(self, model, x, y, generator):

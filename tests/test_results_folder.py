@@ -24,8 +24,13 @@ def test_an_eval_in_a_clone_leaves_the_shipped_leaderboard_byte_identical(tiny_s
     result = invoke("eval", "--defense", "standard", "--data", tiny_synth, *TINY)
     assert result.exit_code == 0, result.output
     assert _digest(clone / "leaderboard") == before
-    assert (clone / "advrp2k-results" / "entries" / "rp2k_synth" / "linf" / "Standard_smallcnn.json").is_file()
+    written = clone / "advrp2k-results" / "entries" / "rp2k_synth" / "linf" / "Standard_smallcnn.json"
     assert "advrp2k-results" in result.output
+    entry = json.loads(written.read_text())
+    # What decides bit-for-bit reproducibility is recorded, and a readable name for the site.
+    numeric = entry["reproducibility"]["train_numeric_identity"]
+    assert numeric["threads"] >= 1 and "cpu_capability" in numeric and "deterministic_algorithms" in numeric
+    assert entry["defense_paper"]["title"] == "Standard training (no defense)"
 
 
 def test_a_weaker_evaluation_does_not_replace_a_stronger_entry_without_force(tiny_synth, tmp_path):

@@ -28,6 +28,7 @@ from advrp2k.jobs.job import Job, JobData
 from advrp2k.models.factory import create_model
 from advrp2k.core.paths import cache_dir
 from advrp2k.core.precision import place_model, resolve_precision
+from advrp2k.core.machine import numeric_identity
 from advrp2k.train.trainer import TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class LoadedModel:
     # CPU threads per process in its training: on a CPU, float sums (hence the trained weights) are
     # reproducible bit for bit only at the same count.
     train_threads: int | None = None
+    # The training machine's numeric identity (advrp2k.core.machine); None: not recorded.
+    train_numeric: dict | None = None
 
 
 def get_model(job: Job, prep: JobData, device: torch.device) -> LoadedModel:
@@ -122,7 +125,7 @@ def get_model(job: Job, prep: JobData, device: torch.device) -> LoadedModel:
         ckpt, model = found if found is not None else _cached_model(path, prep)
     side = _read_side_record(folder)
     return LoadedModel(_maybe_wrap(defense, model), path, ckpt.record, ckpt.sha256, side.get("train_wall_s"),
-                       reused=not trained, train_threads=side.get("threads"))
+                       reused=not trained, train_threads=side.get("threads"), train_numeric=side.get("numeric_identity"))
 
 
 def _cached_model(path: Path, prep: JobData):
@@ -161,6 +164,7 @@ def _train_and_save(job: Job, prep: JobData, device, base_name: str, base, setti
         save_model(folder / MODEL_FILE, model, record)
         write_json(folder / "training.json", {"train_wall_s": wall, "device": str(device), "processes":
                                               distributed.world_size(), "threads": torch.get_num_threads(),
+                                              "numeric_identity": numeric_identity(str(device)),
                                               "date": datetime.datetime.now().isoformat(timespec="seconds")})
 
 

@@ -35,6 +35,7 @@ from advrp2k.models.factory import resolve_device
 from advrp2k.core.paths import cache_home
 from advrp2k.core.ranking_rule import RANKING_EPS, RANKING_SUITE
 from advrp2k.core.precision import place_model, resolve_precision
+from advrp2k.core.machine import numeric_identity
 from advrp2k.analysis.results import examples_path, frame
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,13 @@ def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict |
     return {"entry": entry, "path": str(path), "result": None, "reused": True} if same else None
 
 
+def _defense_paper(defense) -> dict:
+    """The defense's readable title, with its paper's https link and venue when the plugin gives them."""
+    link = getattr(defense, "link", None)
+    return {"title": str(defense.title)[:200], **({"link": link} if isinstance(link, str) and link.startswith("https://") else {}),
+            **({"venue": str(defense.venue)[:200]} if getattr(defense, "venue", None) else {})}
+
+
 def model_id(paper_id: str, arch: str, eps: Eps | None) -> str:
     suffix = f"_eps{eps.label.replace('/', '-')}" if eps is not None else ""
     return f"{paper_id}_{arch}{suffix}"
@@ -295,6 +303,7 @@ def build_entry(job: Job, prep: JobData, loaded: LoadedModel, result: EvalResult
                  "n_test": len(prep.scan.samples["test"]),
                  "attributes_sha256": attributes_digest(prep.scan.attributes)},
         "defense": job.defense, "defense_config": defense.config(),
+        **({"defense_paper": _defense_paper(defense)} if getattr(defense, "title", None) else {}),
         "train_eps": eps.value if eps else None, "train_eps_label": eps.label if eps else None,
         "plugins": {"defense": info.provenance(), "attacks": attack_plugins},
         "arch": record["arch"], **({"backbone": record["backbone"]} if record.get("backbone") else {}),
@@ -341,6 +350,9 @@ def _repro(job, defense, loaded: LoadedModel, result, device) -> dict:
             "device": str(device), "dataset_fingerprint": record.get("dataset_fingerprint"),
             "checkpoint_sha256": loaded.sha256, "processes": distributed.world_size(),
             "train_threads": loaded.train_threads,
+            # what decides bit-for-bit reproducibility of the training (None: trained elsewhere or unrecorded)
+            "train_numeric_identity": loaded.train_numeric,
+            "eval_numeric_identity": numeric_identity(str(device)),
             **({"training_attacks_batchnorm": ATTACK_BATCHNORM}
                if isinstance(defense, AdversarialTraining) else {}),
             "random_streams": random_streams(job.suite()),

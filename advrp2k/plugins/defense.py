@@ -26,6 +26,11 @@ class Defense:
     """
 
     paper_id = "Custom"
+    #: What the site shows for entries of this defense when the submitter gave no name: a readable
+    #: title, and the paper's https link and venue (optional).
+    title: str | None = None
+    link: str | None = None
+    venue: str | None = None
     needs_eps = True
     options: dict = {}  # name -> Option; a plugin declares its own
 

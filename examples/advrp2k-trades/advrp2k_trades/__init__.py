@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 @register_defense("trades")
 class TRADES(TrainingDefense):
     paper_id = "Zhang2019Theoretically"
+    title, venue = "TRADES (Zhang et al.)", "ICML 2019"
+    link = "https://arxiv.org/abs/1901.08573"
     options = {
         "beta": Option(float, 6.0, min=0, max=100, help="weight of the robustness term (the paper's CIFAR-10 value)"),
         "steps": Option(int, 3, min=1, max=100, help="inner PGD steps (the paper uses 10; 3 keeps CPU runs short)"),
