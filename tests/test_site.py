@@ -180,3 +180,51 @@ def test_submit_page_is_rendered_from_the_plugins_page(site):
     """The site's submit page is docs/plugins.md (not a README heading cut out by a pattern)."""
     page = (site / "submit.html").read_text()
     assert "register_defense" in page and "advrp2k submit" in page and "entry-points.advrp2k" in page
+
+
+@pytest.mark.browser
+def test_chinese_sku_names_render_as_glyphs_not_empty_boxes(site, browser):
+    """A known SKU name, drawn with the site's own font stack, must not look like the same number
+    of characters that no font has (private-use code points, drawn as empty boxes or nothing)."""
+    browser.get((site / "index.html").as_uri())
+    shot = ("var s = document.createElement('span'); s.id = 'glyphs'; s.style.fontSize = '32px';"
+            "s.textContent = arguments[0]; document.querySelector('main').prepend(s);")
+    from selenium.webdriver.common.by import By
+
+    browser.execute_script(shot, "青松饮料原味")
+    chinese = browser.find_element(By.ID, "glyphs").screenshot_as_png
+    missing = []
+    for code_point in ("\ue000", "\U00011013"):  # private use; Brahmi (no font here has it)
+        browser.execute_script("document.getElementById('glyphs').textContent = arguments[0];", code_point * 6)
+        missing.append(browser.find_element(By.ID, "glyphs").screenshot_as_png)
+    assert missing[0] == missing[1]  # a missing glyph is the same empty box whatever the character
+    assert chinese != missing[0], "Chinese SKU names render as empty boxes: install a CJK font (fonts-noto-cjk)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "glyphs.png").write_bytes(chinese)
+
+
+@pytest.mark.browser
+def test_search_box_filters_rows(site, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get((site / "index.html").as_uri())
+    browser.find_element(By.ID, "search").send_keys("madry")
+    shown = [r for r in _rows(browser, "table-rp2k_synth-linf") if r.is_displayed()]
+    assert [r.get_attribute("data-model-id") for r in shown] == ["Madry2018Towards_smallcnn_eps8-255"]
+
+
+def test_cards_show_budgets_in_255ths_and_the_command_that_reproduces_them(tmp_path):
+    attacks = [{"name": "pgd", "eps": 8 / 255, "eps_label": "8/255", "steps": 20, "step_size": 2.5 * (8 / 255) / 20}]
+    entry = good_entry(model_id="Madry2018Towards_smallcnn_eps8-255", defense="madry", train_eps_label="8/255",
+                       attacks=attacks, defense_paper={"title": "PGD adversarial training (Madry et al.)",
+                                                       "link": "https://arxiv.org/abs/1706.06083", "venue": "ICLR 2018"},
+                       defense_config={"eps": 8 / 255, "steps": 3, "step_size": 2.5 * (8 / 255) / 3})
+    write_entry(tmp_path, entry)
+    build_site(tmp_path)
+    card = (tmp_path / "site" / "entries" / entry["dataset"] / f"{entry['model_id']}.html").read_text()
+    assert "advrp2k eval --defense madry --eps 8/255" in card
+    assert "step_size=1/255" in card and "step_size=6.67/255" in card
+    assert "0.0313725" not in card and "0.00392" not in card  # no raw floats
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "PGD adversarial training (Madry et al.)" in index and "ICLR 2018" in index
+    assert 'href="https://arxiv.org/abs/1706.06083"' in index

@@ -16,6 +16,7 @@ import jinja2
 from advrp2k.core.io import write_json, write_text
 from advrp2k.board.entries import load_entries, read_regular_file
 from advrp2k.core.eps import label_value
+from advrp2k.board import display
 from advrp2k.board.plots import accuracy_svg, fig7_svg, severity_svg
 from advrp2k.board.paper import TABLE5, TABLE5_ROWS
 from advrp2k.board.ranking import board_statistics, boards, paper_protocol_acc
@@ -31,6 +32,8 @@ def _env() -> jinja2.Environment:
     env.filters["ci"] = lambda c: (f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]" if isinstance(c, list) and len(c) == 2
                                    and all(isinstance(v, (int, float)) for v in c) else "")
     env.filters["safe_link"] = lambda u: u if isinstance(u, str) and u.startswith("https://") else None
+    for name in ("param", "params", "display_name", "paper_link", "venue", "reproduce_command"):
+        env.filters[name] = getattr(display, name)
     return env
 
 
