@@ -31,7 +31,7 @@ def test_eval_writes_entry_and_reuses_cached_model(tiny_synth, tmp_path):
     assert entry["per_group"]["product_type"] and entry["plugins"]["defense"]["package"] == "advrp2k"
     entry["name"] = "hand-written name"
     path.write_text(json.dumps(entry))
-    second = _eval(tiny_synth, tmp_path)
+    second = _eval(tiny_synth, tmp_path, "--restart")  # evaluated again (a plain repeat reports the stored one)
     assert second.exit_code == 0
     again = json.loads(path.read_text())
     assert again["reproducibility"]["wall_s"]["train_reused_from_cache"] is True

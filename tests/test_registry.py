@@ -48,7 +48,7 @@ def test_an_unknown_name_on_the_command_line_exits_2_with_a_suggestion():
 
 
 def test_pattern_listing():
-    assert advrp2k.list_archs("resnet*") == ["resnet18", "resnet34"]
+    assert advrp2k.list_archs("resnet*") == ["resnet18", "resnet34", "resnet50"]
 
 
 def test_builtin_provenance_names_package():
