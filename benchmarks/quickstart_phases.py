@@ -27,14 +27,14 @@ from pathlib import Path
 TIMES: dict[str, float] = defaultdict(float)
 #: phase -> (module, attribute) of the function whose calls make it up
 PHASES = {
-    "data: generate, scan, decode": ("advrp2k.jobs.run", "prepare"),
+    "data: generate, scan, decode": ("advrp2k.jobs.run", "load_job_data"),
     "data: load test split": ("advrp2k.jobs.run", "load_split"),
     "training": ("advrp2k.jobs.model_store", "_train_and_save"),
     "evaluation (all of it)": ("advrp2k.jobs.run", "evaluate"),
     "  clean pass": ("advrp2k.eval.evaluator", "clean_pass"),
-    "  attacks (suite and escalation)": ("advrp2k.eval.engine", "Engine.run"),
+    "  attacks (suite, convergence check, escalation)": ("advrp2k.eval.engine", "Engine.run"),
     "  checks: preflight": ("advrp2k.eval.evaluator", "_preflight"),
-    "  checks: convergence": ("advrp2k.eval.evaluator", "convergence_flags"),
+    "  checks: convergence (its attacks included)": ("advrp2k.eval.evaluator", "check_convergence"),
     "analyses": ("advrp2k.jobs.run", "entry_analyses"),
 }
 
