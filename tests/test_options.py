@@ -2,7 +2,6 @@
 cache keys) and the listing; a plugin cannot leave an option out of its training key."""
 import re
 import sys
-import textwrap
 
 import pytest
 

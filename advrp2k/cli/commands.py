@@ -1,7 +1,6 @@
 """``advrp2k eval``, ``train``, ``list`` and ``plugins``."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click

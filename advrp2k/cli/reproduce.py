@@ -1,7 +1,6 @@
 """``advrp2k reproduce table5`` and ``table3``: the paper's tables, measured."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from advrp2k.plugins.attack import create_attack
 from advrp2k.core.errors import IntegrityError
-from advrp2k.eval.flags import (BATCH_DEPENDENT, GRADIENTS, NO_COLLAPSE, NONDETERMINISTIC, NOT_CONVERGED,
+from advrp2k.eval.flags import (BATCH_DEPENDENT, GRADIENTS, NO_COLLAPSE, NONDETERMINISTIC,
                                 PROBABILITIES, RANDOM_SEARCH_WINS)
 
 
