@@ -1,6 +1,7 @@
 """advrp2k: an adversarial-robustness benchmark suite for RP2K retail products.
 
-The public API below is what plugins use, built-in and third-party alike: the ``register_*``
+``advrp2k.benchmark(model, classes="dataset")`` evaluates any model of your own (``advrp2k.api``).
+The rest of the public API below is what plugins use, built-in and third-party alike: the ``register_*``
 decorators, the ``Attack`` and ``TrainingDefense``/``TestTimeDefense`` base classes, declared
 ``Option``s, the factories and the helpers an attack needs. See ``docs/plugins.md``.
 
@@ -31,6 +32,9 @@ _PUBLIC = {
     "TestTimeDefense": "advrp2k.plugins.defense", "TrainingDefense": "advrp2k.plugins.defense",
     "create_defense": "advrp2k.plugins.defense",
     "create_model": "advrp2k.models.factory", "list_archs": "advrp2k.models.factory",
+    "with_normalization": "advrp2k.models.external",
+    "benchmark": "advrp2k.api", "BenchmarkResult": "advrp2k.api", "dataset_classes": "advrp2k.api",
+    "load_images": "advrp2k.api",
 }
 
 __all__ = ["__version__", *_PUBLIC]
@@ -50,9 +54,11 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; nothing here runs
+    from advrp2k.api import BenchmarkResult, benchmark, dataset_classes, load_images
     from advrp2k.core.compat import autoattack_module
     from advrp2k.core.eps import Eps, parse_eps, parse_eps_list
     from advrp2k.core.errors import Advrp2kError
+    from advrp2k.models.external import with_normalization
     from advrp2k.models.factory import create_model, list_archs
     from advrp2k.plugins.attack import BALL_TOLERANCE, Attack, AttackResult, create_attack, frozen_eval, project_linf
     from advrp2k.plugins.defense import (AdversarialTraining, Defense, TestTimeDefense, TrainingDefense,

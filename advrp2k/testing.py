@@ -92,7 +92,12 @@ def check_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int
 
 
 def check_defense(name: str, eps: str | None = "8/255") -> list[CheckResult]:
-    """Run every contract check on defense ``name``; returns one result per check."""
+    """Run every contract check on defense ``name``; returns one result per check. A defense
+    that trains nothing (``trains = False``: it labels models trained elsewhere) has only its
+    options to check, and the result says so instead of passing the training checks silently."""
+    if not getattr(DEFENSES.get(name), "trains", True):
+        return [CheckResult("trains nothing (labels models trained elsewhere): training checks do not apply", True),
+                check_options_keyed(name, eps)]
     classes = 4
     (xtr, ytr), (xte, yte) = _tiny_data(classes=classes)
     try:

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"core": 0, "analysis": 1, "plugins": 2, "data": 3, "models": 4, "train": 5, "eval": 5,
           "board": 6, "jobs": 7, "cli": 8}
 #: Modules directly under advrp2k/: the version is a foundation, the plugin test kit sits with the
-#: jobs (it trains and evaluates), the program's entry with the CLI.
-TOP_LEVEL = {"advrp2k._version": 0, "advrp2k.testing": 7, "advrp2k.__main__": 8}
+#: jobs (it trains and evaluates), the Python entry point (benchmark) between the jobs it runs and
+#: the CLI that shares it, the program's entry with the CLI.
+TOP_LEVEL = {"advrp2k._version": 0, "advrp2k.testing": 7, "advrp2k.api": 7.5, "advrp2k.__main__": 8}
 FACE = "advrp2k"  # the public API: lazy names over the layers, what plugins import
 BUILTIN_PLUGIN_PACKAGES = ("attacks", "defenses")  # installed as advrp2k.attacks, advrp2k.defenses
 TORCH_FREE = ("advrp2k.analysis.analyses", "advrp2k.analysis.results", "advrp2k.analysis.stats",

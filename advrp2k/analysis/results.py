@@ -64,14 +64,16 @@ def frame(data: dict, where: str = "per-example results") -> pd.DataFrame:
     for key in sorted({k for a in attrs.values() for k in a}):
         df[key] = [attrs.get(s, {}).get(key, "") for s in df["sku"]]
     df["clean_correct"] = np.asarray(data["clean_correct"], dtype=bool)
-    _add_attack_columns(df, data["stages"], classes)
+    _add_attack_columns(df, data["stages"], classes, (data.get("header") or {}).get("eps", []))
     return df
 
 
-def _add_attack_columns(df: pd.DataFrame, stages: dict, classes: list[str]) -> None:
-    """robust@<eps> per eps, and for fooled examples the first (smallest eps) fooling attack and class."""
+def _add_attack_columns(df: pd.DataFrame, stages: dict, classes: list[str], evaluated: list[str]) -> None:
+    """robust@<eps> per eps, and for fooled examples the first (smallest eps) fooling attack and class.
+    An eps of the evaluation with no stage (no example was left to attack there: none was
+    classified correctly) still gets its column, all False."""
     parsed = sorted(((label_value(k.split("@", 1)[1]), int(k.split(":", 1)[0]), k) for k in stages))
-    labels = by_eps({k.split("@", 1)[1] for k in stages})
+    labels = by_eps({k.split("@", 1)[1] for k in stages} | set(evaluated))
     n = len(df)
     fooled_by, fooled_at = [None] * n, [None] * n
     adv = np.full(n, -1, dtype=np.int64)

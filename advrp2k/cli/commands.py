@@ -1,6 +1,7 @@
 """``advrp2k eval``, ``train``, ``list`` and ``plugins``."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -34,9 +35,16 @@ if TYPE_CHECKING:
 @click.option("--no-escalate", is_flag=True, help="Report flags only; do not run the attacks they call for.")
 @results_option
 @click.option("--force", is_flag=True, help="Replace an entry from a stronger evaluation (more attacks, eps or images).")
+@click.option("--model", "model_spec", metavar="FILE.py:FACTORY",
+              help="Evaluate your own model: FACTORY(num_classes=N) in FILE builds it (FILE is imported: it runs).")
+@click.option("--weights", type=click.Path(path_type=Path),
+              help="Weights for --model or --arch: safetensors, or a .pt/.pth state dict (never a pickled model).")
+@click.option("--classes", "classes_from", metavar="dataset|FILE",
+              help="Your model's output order: dataset (the data's, 'advrp2k data classes') or a file of SKU names.")
+@click.option("--name", help="Your model's name in its entry id (External_<name>); default the factory or arch.")
 @click.pass_context
 def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval, curve, cascade, restart, no_escalate,
-             leaderboard, force, **kw):
+             leaderboard, force, model_spec, weights, classes_from, name, **kw):
     """Train (or reuse) a defended model, evaluate it, write a leaderboard entry."""
     from advrp2k.jobs.run import default_attacks, run_eval
     from advrp2k.plugins.attack_spec import AttackSpec
@@ -49,9 +57,13 @@ def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval,
     job = _make_job(**kw, attack_eps=attack_eps, n_examples=n_examples, leaderboard=leaderboard,
                     per_attack=not cascade, restart=restart, batch_size_eval=batch_size_eval, escalate=not no_escalate,
                     force=force)
+    if model_spec or weights:
+        _give_model(ctx, job, model_spec, weights, classes_from, name)
+    elif classes_from or name:
+        raise UsageError("--classes and --name describe your own model: pass them with --model or --weights")
     names = [a.strip() for a in attacks.split(",") if a.strip()]
-    for name in names:
-        _registry.ATTACKS.info(name)
+    for attack in names:
+        _registry.ATTACKS.info(attack)
     pgd_default = default_attacks(job.protocol)[0]
     job.attacks = apply_attack_args([pgd_default if n == "pgd" else AttackSpec(n) for n in names], attack_args)
     out = run_eval(job)
@@ -63,6 +75,25 @@ def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval,
                    f"results, nothing attacked again (--restart evaluates afresh)")
     else:
         click.echo(f"\nwrote {out['path']}")
+
+
+def _give_model(ctx, job, model_spec, weights, classes_from, name) -> None:
+    """Point the job at the user's own model (``--model``/``--weights``): it is evaluated as given,
+    under the ``external`` defense, and nothing is trained."""
+    from advrp2k.models.external import given_from_files, read_class_file
+
+    source = click.core.ParameterSource
+    if job.checkpoint is not None:
+        raise UsageError("--checkpoint is advrp2k's own trained model; --model/--weights bring yours: pass one or the other")
+    if ctx.get_parameter_source("defense") is not source.DEFAULT and job.defense != "external":
+        raise UsageError(f"--defense {job.defense} trains a model; --model/--weights evaluate yours as given "
+                         f"(its entry says defense external): leave out --defense")
+    for option in ("epochs", "augment", "pretrained"):
+        if ctx.get_parameter_source(option) is not source.DEFAULT:
+            raise UsageError(f"--{option} configures training; --model/--weights evaluate your model as given")
+    classes = None if classes_from is None else "dataset" if classes_from == "dataset" else read_class_file(classes_from)
+    job.defense = "external"
+    job.given = given_from_files(model_spec, weights, job.protocol.arch, classes, name)
 
 
 def apply_attack_args(specs: list[AttackSpec], pairs) -> list[AttackSpec]:
@@ -115,6 +146,8 @@ def list_cmd(kind):
         if kind in (None, name):
             shown = [n + (f" ({lib})" if (lib := getattr(reg.get(n), "library", "")) else "") for n in reg.names()]
             click.echo(f"{name}: {', '.join(shown)}")
+            if name == "archs":  # built from a prefix, not registered one by one
+                click.echo("  also: timm:<name> (any timm architecture), rb:<RobustBench ImageNet Linf model>")
 
 
 @cli.group("plugins", invoke_without_command=True)

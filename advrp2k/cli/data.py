@@ -1,4 +1,4 @@
-"""The ``advrp2k data`` commands: write a stand-in, prepare the decoded cache, inspect a copy."""
+"""The ``advrp2k data`` commands: write a stand-in, prepare the decoded cache, inspect a copy, list its classes."""
 from __future__ import annotations
 
 import json
@@ -130,3 +130,17 @@ def inspect_cmd(path, as_json, verify):
         click.echo(f"Error: {path} has {what}: advrp2k cannot train or evaluate on it; see the refused files above",
                    err=True)
         raise SystemExit(1)
+
+
+@data_group.command("classes")
+@click.option("--data", type=click.Path(path_type=Path), help="Your RP2K download (default: the embedded stand-in).")
+@click.option("--dataset", help="Dataset plugin; default rp2k with --data, else rp2k_synth (synthetic).")
+def classes_cmd(data, dataset):
+    """Print the data's class order, one SKU per line: the order a model's outputs must follow
+    (what ``eval --classes dataset`` and ``benchmark(..., classes="dataset")`` mean)."""
+    from advrp2k.api import dataset_classes
+
+    if data is not None and not data.exists():
+        raise UsageError(f"--data {data} does not exist: pass the folder you unzipped RP2K into")
+    for name in dataset_classes(data, dataset):
+        click.echo(name)

@@ -9,6 +9,7 @@ from advrp2k.core.eps import Eps
 from advrp2k.core.paths import results_home
 from advrp2k.plugins.attack_spec import AttackSpec
 from advrp2k.models.checkpoints import read_checkpoint
+from advrp2k.models.external import GivenModel
 from advrp2k.data import DataSource, locate_data, scan_rp2k
 from advrp2k.data.tables import read_attributes
 from advrp2k.core.errors import DataError, UsageError
@@ -47,6 +48,7 @@ class Job:
     augment: str = "none"  # training augmentation: none, or paper (the RP2K paper's Sec. 4.2)
     explicit: dict = field(default_factory=dict)  # protocol fields set on the command line (arch, image_size)
     force: bool = False  # replace an entry even when this evaluation is weaker (fewer attacks, eps or images)
+    given: GivenModel | None = None  # the user's own model (--model/--weights, advrp2k.benchmark): not trained
 
     def suite(self) -> list[AttackSpec]:
         """The attack suite: the one asked for, else the protocol's PGD."""

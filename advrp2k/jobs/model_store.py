@@ -19,13 +19,14 @@ from advrp2k.core.io import read_json, write_json
 from advrp2k.core.locks import item_lock
 from advrp2k.plugins.registry import DEFENSES
 from advrp2k.models.backbones import FINETUNE_LR_FACTOR, arch_id, weights_identity
-from advrp2k.models.factory import initial_model
-from advrp2k.models.checkpoints import check_classes, read_checkpoint, save_model
+from advrp2k.models.factory import arch_library, initial_model
+from advrp2k.models.checkpoints import check_classes, key_mismatch, read_checkpoint, save_model
 from advrp2k.data import load_split
 from advrp2k.plugins.defense import TestTimeDefense, create_defense
 from advrp2k.core.errors import CheckpointError, DataError, UsageError
 from advrp2k.jobs.job import Job, JobData
 from advrp2k.models.factory import create_model
+from advrp2k.models.external import check_class_order, check_output_width
 from advrp2k.core.paths import cache_dir
 from advrp2k.core.precision import place_model, resolve_precision
 from advrp2k.core.machine import numeric_identity
@@ -50,6 +51,9 @@ def defense_for(job: Job):
 
 def _build_defense(job: Job):
     info = DEFENSES.info(job.defense)
+    if not getattr(info.obj, "trains", True) and job.given is None and job.checkpoint is None:
+        raise UsageError(f"defense {job.defense!r} labels a model trained elsewhere and trains nothing: pass "
+                         f"--model FILE.py:FACTORY (with --weights FILE) or --arch NAME --weights FILE")
     needs_eps = getattr(info.obj, "needs_eps", True)
     if needs_eps and job.eps is None:
         raise UsageError(f"defense {job.defense!r} needs --eps, its training budget (e.g. --eps 8/255)")
@@ -68,10 +72,12 @@ def _settings(job: Job, device: torch.device) -> TrainSettings:
     p = job.protocol
     init = weights_identity(p.arch, job.pretrained, job.model_dir)
     lr = p.lr * FINETUNE_LR_FACTOR if init else p.lr
+    library = arch_library(p.arch)  # timm's version: its architectures drift between versions
+    extra = {**({"init": init} if init else {}), **({"arch_library": library} if library else {})}
     return TrainSettings(epochs=p.epochs, batch_size=p.batch_size, lr=lr, momentum=p.momentum,
                          weight_decay=p.weight_decay, lr_decay_every=p.lr_decay_every, seed=job.seed,
                          precision=resolve_precision(job.precision, device), augment=job.augment,
-                         extra={"init": init} if init else {})
+                         extra=extra)
 
 
 def _train_key(prep: JobData, arch: str, defense_name: str, defense_cfg: dict, settings: TrainSettings) -> str:
@@ -104,6 +110,8 @@ def get_model(job: Job, prep: JobData, device: torch.device) -> LoadedModel:
     first to finish training and then reuses its model, never trains it twice.
     """
     info, defense = defense_for(job)
+    if job.given is not None:
+        return _given_model(job, prep, device)
     if job.checkpoint is not None:
         ckpt = read_checkpoint(job.checkpoint)
         check_classes(ckpt.record, prep.scan.classes, job.checkpoint)
@@ -126,6 +134,20 @@ def get_model(job: Job, prep: JobData, device: torch.device) -> LoadedModel:
     side = _read_side_record(folder)
     return LoadedModel(_maybe_wrap(defense, model), path, ckpt.record, ckpt.sha256, side.get("train_wall_s"),
                        reused=not trained, train_threads=side.get("threads"), train_numeric=side.get("numeric_identity"))
+
+
+def _given_model(job: Job, prep: JobData, device) -> LoadedModel:
+    """The user's own model (``--model``/``--weights`` or ``advrp2k.benchmark``), checked against
+    the data: its class order and its output width. Nothing is trained or cached."""
+    given = job.given
+    module = given.materialize(len(prep.scan.classes))
+    check_class_order(given.classes, prep.scan.classes)
+    check_output_width(module.to(device), prep.image_size, len(prep.scan.classes), device)
+    record = {"arch": given.arch, "arch_id": given.name, "classes": prep.scan.classes, "image_size": prep.image_size,
+              "model_source": given.source,
+              **({"arch_library": given.source["arch_library"]} if given.source.get("arch_library") else {})}
+    return LoadedModel(module.eval(), Path(given.source.get("weights") or given.arch), record,
+                       given.weights_sha256(), None, True)
 
 
 def _cached_model(path: Path, prep: JobData):
@@ -155,7 +177,7 @@ def _train_and_save(job: Job, prep: JobData, device, base_name: str, base, setti
           progress=job.progress)
     wall = time.perf_counter() - t0
     record = {"arch": arch, "arch_id": arch_id(arch, job.pretrained) + ("-augpaper" if job.augment == "paper" else ""),
-              "backbone": backbone,
+              "backbone": backbone, **({"arch_library": library} if (library := arch_library(arch)) else {}),
               "classes": prep.scan.classes, "image_size": prep.image_size, "defense": base_name,
               "defense_config": base.config(), "train_settings": settings.to_dict(),
               "dataset": prep.source.name, "dataset_fingerprint": prep.scan.fingerprint,
@@ -182,25 +204,8 @@ def _model_from_state(record: dict, state: dict, num_classes: int, path):
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} does not fit arch {record['arch']!r} with {num_classes} "
-                              f"classes: {_key_mismatch(model.state_dict(), state) or str(exc).splitlines()[0]}")
+                              f"classes: {key_mismatch(model.state_dict(), state) or str(exc).splitlines()[0]}")
     return model.eval()
-
-
-def _key_mismatch(expected: dict, given: dict) -> str:
-    """What differs between the arch's keys and the checkpoint's, said so a user can fix it: a
-    plain torchvision network lacks the ``Normalize`` layer advrp2k puts first (its keys start
-    ``0.`` for that layer and ``1.`` for the network)."""
-    missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
-    if missing and all(f"1.{k}" in expected for k in given if not k.startswith("0.")):
-        return ("its keys are a bare network's (e.g. 'conv1.weight'), while advrp2k's built-in arch wraps the "
-                "network as Sequential(Normalize(), network) (keys '0.mean', '1.conv1.weight'): save "
-                "torch.nn.Sequential(advrp2k.models.architectures.Normalize(), net).state_dict(), or register "
-                "your own arch with @register_arch and load it with -p MODULE")
-    shapes = [k for k in set(expected) & set(given) if tuple(expected[k].shape) != tuple(given[k].shape)]
-    parts = ([f"{len(missing)} keys missing (e.g. {missing[0]!r})"] if missing else []) + \
-        ([f"{len(extra)} unexpected (e.g. {extra[0]!r})"] if extra else []) + \
-        ([f"{len(shapes)} of another shape (e.g. {sorted(shapes)[0]!r}: a different number of classes?)"] if shapes else [])
-    return "; ".join(parts)
 
 
 def _maybe_wrap(defense, model):

@@ -16,7 +16,7 @@ from advrp2k.core import distributed
 from advrp2k.core.eps import Eps
 from advrp2k.core.io import check_output_dir
 from advrp2k.core.locks import item_lock
-from advrp2k.plugins.registry import ARCHS, ATTACKS
+from advrp2k.plugins.registry import ATTACKS
 from advrp2k.analysis.analyses import entry_analyses
 from advrp2k.models.backbones import weights_identity
 from advrp2k.models.checkpoints import read_checkpoint
@@ -31,7 +31,7 @@ from advrp2k.plugins.defense import AdversarialTraining
 from advrp2k.jobs.job import Job, JobData, checkpoint_settings, default_attacks, load_job_data
 from advrp2k.board.entries import SCHEMA_VERSION, entry_file, write_entry
 from advrp2k.jobs.model_store import LoadedModel, defense_for, get_model
-from advrp2k.models.factory import resolve_device
+from advrp2k.models.factory import check_arch, resolve_device
 from advrp2k.core.paths import cache_home
 from advrp2k.core.ranking_rule import RANKING_EPS, RANKING_SUITE
 from advrp2k.core.precision import place_model, resolve_precision
@@ -77,8 +77,7 @@ def check_job(job: Job) -> None:
         checkpoint_settings(job, ckpt.record)
         fail_if_nonfinite_weights(ckpt.state, f"checkpoint {job.checkpoint}")
     else:
-        if not job.protocol.arch.startswith("rb:"):
-            ARCHS.info(job.protocol.arch)  # an unknown arch fails before any data is written
+        check_arch(job.protocol.arch)  # an unknown arch fails before any data is written
         weights_identity(job.protocol.arch, job.pretrained, job.model_dir)  # so do missing or unsafe weights
 
 
@@ -307,6 +306,7 @@ def build_entry(job: Job, prep: JobData, loaded: LoadedModel, result: EvalResult
         "train_eps": eps.value if eps else None, "train_eps_label": eps.label if eps else None,
         "plugins": {"defense": info.provenance(), "attacks": attack_plugins},
         "arch": record["arch"], **({"backbone": record["backbone"]} if record.get("backbone") else {}),
+        **{k: record[k] for k in ("arch_library", "model_source") if record.get(k)},
         "clean_acc": result.clean_acc(), "top5_acc": result.top5_correct.float().mean().item(),
         "robust_acc": result.robust_acc(), "eps": {k: _eps_of(result, k) for k in result.robust},
         "attacks": result.attacks, "n_examples": result.n_examples,

@@ -76,6 +76,7 @@ def arch_id(arch: str, pretrained: str | None) -> str:
     """The architecture as it appears in model ids: ``rb-Salman2020Do_R18``, ``resnet18-in1k``."""
     if arch.startswith(RB_PREFIX):
         return "rb-" + arch[len(RB_PREFIX):]
+    arch = arch.replace(":", "-")  # timm:resnet18 -> timm-resnet18 (ids are file names)
     return f"{arch}-in1k" if pretrained == "imagenet" else arch
 
 

@@ -174,3 +174,20 @@ def check_classes(record: dict, classes: list[str], path: str | Path) -> None:
         detail += "; same names in another order"
     raise CheckpointError(f"checkpoint {path} was trained on another class list ({detail}): "
                           f"evaluate it on the data it was trained on, or retrain")
+
+
+def key_mismatch(expected: dict, given: dict) -> str:
+    """What differs between the arch's keys and the checkpoint's, said so a user can fix it: a
+    plain torchvision network lacks the ``Normalize`` layer advrp2k puts first (its keys start
+    ``0.`` for that layer and ``1.`` for the network)."""
+    missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    if missing and all(f"1.{k}" in expected for k in given if not k.startswith("0.")):
+        return ("its keys are a bare network's (e.g. 'conv1.weight'), while advrp2k's built-in arch wraps the "
+                "network as Sequential(Normalize(), network) (keys '0.mean', '1.conv1.weight'): save "
+                "torch.nn.Sequential(advrp2k.models.architectures.Normalize(), net).state_dict(), or register "
+                "your own arch with @register_arch and load it with -p MODULE")
+    shapes = [k for k in set(expected) & set(given) if tuple(expected[k].shape) != tuple(given[k].shape)]
+    parts = ([f"{len(missing)} keys missing (e.g. {missing[0]!r})"] if missing else []) + \
+        ([f"{len(extra)} unexpected (e.g. {extra[0]!r})"] if extra else []) + \
+        ([f"{len(shapes)} of another shape (e.g. {sorted(shapes)[0]!r}: a different number of classes?)"] if shapes else [])
+    return "; ".join(parts)

@@ -7,19 +7,40 @@ from torch import nn
 from advrp2k.core.errors import UsageError
 from advrp2k.models.backbones import (RB_PREFIX, _weights_file, robustbench_pretrained, robustbench_skeleton,
                                       torchvision_imagenet)
+from advrp2k.models.timm_archs import TIMM_PREFIX, timm_library, timm_model, timm_module
 from advrp2k.plugins.registry import ARCHS
 
 
 def create_model(arch: str, num_classes: int, **kwargs) -> nn.Module:
-    """Build a registered architecture by name.
+    """Build an architecture by name: registered, ``rb:<RobustBench name>`` or ``timm:<name>``.
 
     Args:
-        arch: a name from ``list_archs()``.
+        arch: a name from ``list_archs()``, ``rb:<name>`` or ``timm:<name>``.
         num_classes: output width.
     """
     if arch.startswith("rb:"):  # a RobustBench architecture (weights come from the checkpoint)
         return robustbench_skeleton(arch[3:], num_classes)
+    if arch.startswith(TIMM_PREFIX):  # any timm architecture, freshly initialised
+        return timm_model(arch[len(TIMM_PREFIX):], num_classes)
     return ARCHS.get(arch)(num_classes=num_classes, **kwargs)
+
+
+def check_arch(arch: str) -> None:
+    """Refuse an unknown architecture before any data work (a RobustBench name is checked with
+    its weights). ``timm:<name>`` needs timm installed and a model of that name."""
+    if arch.startswith(TIMM_PREFIX):
+        timm = timm_module()
+        name = arch[len(TIMM_PREFIX):]
+        if name not in timm.list_models():
+            timm_model(name, 2)  # raises, naming close matches
+    elif not arch.startswith("rb:"):
+        ARCHS.info(arch)
+
+
+def arch_library(arch: str) -> dict | None:
+    """The library that builds ``arch`` and its version, when it is not advrp2k itself (its
+    version is in every record already): timm for ``timm:`` archs."""
+    return timm_library() if arch.startswith(TIMM_PREFIX) else None
 
 
 def list_archs(pattern: str = "*") -> list[str]:

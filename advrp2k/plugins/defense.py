@@ -32,6 +32,9 @@ class Defense:
     link: str | None = None
     venue: str | None = None
     needs_eps = True
+    #: False: the defense only labels models trained elsewhere (``external``); advrp2k refuses to
+    #: train it and evaluates the model the user gives.
+    trains = True
     options: dict = {}  # name -> Option; a plugin declares its own
 
     def __init__(self, eps: Eps | None = None, **options):

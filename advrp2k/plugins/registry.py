@@ -35,6 +35,7 @@ BUILTIN_MODULES = (
     "advrp2k.defenses.standard",
     "advrp2k.defenses.madry",
     "advrp2k.defenses.fast_fgsm",
+    "advrp2k.defenses.external",
 )
 
 
