@@ -21,7 +21,7 @@ import logging
 
 import torch
 
-from advrp2k import Attack, AttackResult, Option, autoattack_module, register_attack
+from advrp2k import Advrp2kError, Attack, AttackResult, Option, autoattack_module, register_attack
 
 logging.getLogger("auto-attack").setLevel(logging.WARNING)
 
@@ -38,9 +38,13 @@ def _fooled(model, x_adv, y) -> torch.Tensor:
         return model(x_adv).argmax(1) != y
 
 
-def _n_targets(model, x, wanted: int) -> int:
+def _n_targets(model, x, wanted: int, attack: str = "AutoAttack") -> int:
+    """Targets for the DLR-targeted loss, which reads the 4th-highest logit: at least 4 classes."""
     with torch.no_grad():
         n_classes = model(x[:1]).shape[1]
+    if n_classes < 4:
+        raise Advrp2kError(f"{attack}'s targeted DLR loss needs at least 4 classes and this model has {n_classes}: "
+                           f"evaluate with pgd or apgd_ce instead")
     return max(1, min(wanted, n_classes - 1))
 
 
@@ -79,7 +83,7 @@ class APGDT(Attack):
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
         attack = _aa("autopgd_base").APGDAttack_targeted(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts,
                                      eps=self.eps.value, seed=self.seed, device=x.device,
-                                     n_target_classes=_n_targets(model, x, self.n_target_classes))
+                                     n_target_classes=_n_targets(model, x, self.n_target_classes, "apgd_t"))
         x_adv = attack.perturb(x, y).detach()
         return AttackResult(x_adv, _fooled(model, x_adv, y))
 

@@ -1,7 +1,7 @@
 """The program: the command group with every subcommand attached."""
 from __future__ import annotations
 
-from advrp2k.cli import analysis, commands, data, leaderboard, reproduce  # noqa: F401  (their decorators attach the subcommands)
+from advrp2k.cli import analysis, commands, data, leaderboard, reproduce, study  # noqa: F401  (their decorators attach the subcommands)
 from advrp2k.cli.group import cli
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from advrp2k.core.locks import item_lock
 from advrp2k.plugins.registry import register_dataset
 from advrp2k.core.paths import cache_dir
-from advrp2k.data.source import DataSource, write_marker
+from advrp2k.data.source import DataSource, synthetic_marker, write_marker
 
 GENERATOR_VERSION = 1
 PRODUCT_TYPES = ("dairies", "liquors", "beers", "cosmetics", "non-alcoholic drinks", "seasonings", "tobacco")
@@ -282,6 +282,11 @@ class SynthDataset:
         out = cache_dir("datasets") / f"rp2k_synth-v{GENERATOR_VERSION}-seed{cfg.seed}"
         if data is not None:
             out = Path(data)
+            marker = synthetic_marker(out)
+            if marker is not None and marker.get("dataset", "rp2k_synth") != "rp2k_synth":
+                # another stand-in (advrp2k data synth): named and described as what it is
+                return DataSource(marker["dataset"], out, True, f"{marker.get('description', 'advrp2k stand-in')} "
+                                  f"(SYNTHETIC): not RP2K images", self.default_image_size)
         root = generate(out, cfg, progress)
         desc = f"rp2k_synth v{GENERATOR_VERSION} (SYNTHETIC, seed {cfg.seed}): not RP2K images"
         return DataSource("rp2k_synth", root, True, desc, self.default_image_size)

@@ -27,9 +27,12 @@ TEST_FRACTION = 0.1
 SIDE_RANGE = (80 / 224, 400 / 224)  # crop sides relative to --size, as the release's 80 to 400 px around 224
 
 
-def scaled_catalogue(n_skus: int, n_images: int, seed: int = 0) -> list[Sku]:
+def scaled_catalogue(n_skus: int, n_images: int, seed: int = 0, per_sku: tuple[int, int] | None = None) -> list[Sku]:
     """``n_skus`` SKUs in product lines (2 to 4 siblings differing in one detail) with RP2K's
-    long-tailed image counts summing to about ``n_images``."""
+    long-tailed image counts summing to about ``n_images``; or, with ``per_sku=(train, test)``,
+    exactly that many images for every SKU (no tail, no train-only or test-only SKUs), so
+    stand-ins with more SKUs differ only in their number. The SKUs of a smaller catalogue are
+    the first ones of a larger one with the same seed."""
     rng = np.random.default_rng([seed, 2388])
     skus, line = [], 0
     while len(skus) < n_skus:
@@ -42,6 +45,8 @@ def scaled_catalogue(n_skus: int, n_images: int, seed: int = 0) -> list[Sku]:
             skus.append((f"{brand}{_TYPE_CN[ptype]}{_FLAVOURS_CN[flavour]}{_SIZES[size]}", line, ptype, shape, brand,
                          flavour, size))
         line += 1
+    if per_sku is not None:
+        return [Sku(*sku, per_sku[0], per_sku[1]) for sku in skus]
     counts = _tail_counts(n_skus, n_images, rng)
     only = rng.permutation(n_skus)
     train_only = set(only[:round(TRAIN_ONLY * n_skus)].tolist())
@@ -71,10 +76,15 @@ def estimate_bytes(n_images: int, size: int) -> int:
 
 
 def generate_scaled(out: Path, n_skus: int = RP2K_SKUS, n_images: int = RP2K_IMAGES, size: int = 224,
-                    seed: int = 0, workers: int | None = None, progress=None) -> Path:
-    """Write the stand-in to ``out`` (a temporary folder renamed into place; locked while written)."""
+                    seed: int = 0, workers: int | None = None, progress=None,
+                    per_sku: tuple[int, int] | None = None) -> Path:
+    """Write the stand-in to ``out`` (a temporary folder renamed into place; locked while written).
+    ``per_sku=(train, test)`` gives every SKU that many images instead of RP2K's long tail."""
+    if per_sku is not None:
+        n_images = n_skus * sum(per_sku)
+
     def fill(tmp: Path) -> None:
-        catalogue = scaled_catalogue(n_skus, n_images, seed)
+        catalogue = scaled_catalogue(n_skus, n_images, seed, per_sku)
         _write_tables(tmp, catalogue, _render_parallel(tmp, catalogue, size, seed, workers, progress))
         write_marker(tmp, f"rp2k_synth_{n_skus}x{n_images}",
                      f"advrp2k stand-in, {n_skus} SKUs, about {n_images} images at {size} px, seed {seed}",

@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "advrp2k.attacks.pgd",
     "advrp2k.attacks.fgsm",
     "advrp2k.attacks.autoattack",
+    "advrp2k.attacks.malt",
     "advrp2k.attacks.square",
     "advrp2k.attacks.torchattacks_adapter",
     "advrp2k.defenses.standard",

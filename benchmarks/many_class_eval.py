@@ -1,0 +1,113 @@
+"""Many classes: AutoAttack standard against a suite with MALT's target choice, on a 2,388-SKU
+stand-in with a Madry model, in one run.
+
+For every clean-correct test image (the whole test split), each attack runs standalone, as the
+ranking protocol runs them: (a) AutoAttack standard (APGD-CE, APGD-T on the top 9 logits,
+FAB-T, Square 5,000 queries; its own cascade inside); (b) PGD-20 + APGD-CE + MALT, and the
+variants named with ``--suite``. It prints forward and input-gradient passes per attacked image
+(counted by hooks on the model, whatever an attack reports), wall time, robust accuracy, and
+the examples each fools that the other does not. Targets: (b) costs at most 0.5x of (a), and
+its robust accuracy is not higher than (a)'s by more than one example.
+
+    python3 benchmarks/many_class_eval.py [--skus 2388] [--per-sku 12,3] [--size 16] [--eps 8/255]
+
+The stand-in (every SKU with the same number of images) and the model (Madry 8/255, quick
+protocol) are cached under $ADVRP2K_HOME; numbers are synthetic, not RP2K results.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from advrp2k import create_attack, frozen_eval, parse_eps
+from advrp2k.core.paths import cache_dir
+from advrp2k.data import load_split
+from advrp2k.eval.engine import counted_passes
+from advrp2k.jobs.job import Job, load_job_data
+from advrp2k.jobs.model_store import get_model
+from advrp2k.jobs.protocols import get_protocol
+
+SUITES = {
+    "autoattack": [("autoattack", {})],
+    "pgd+apgd_ce+malt": [("pgd", {"steps": 20}), ("apgd_ce", {}), ("malt", {})],
+    "pgd+malt": [("pgd", {"steps": 20}), ("malt", {})],
+    "pgd+apgd_ce+malt9": [("pgd", {"steps": 20}), ("apgd_ce", {}), ("malt", {"targets": 9})],
+}
+
+
+def stand_in(skus: int, per_sku: tuple[int, int], size: int) -> Path:
+    from advrp2k.data.synth_scale import generate_scaled
+
+    root = cache_dir("benchmarks", f"synth_{skus}x{per_sku[0]}+{per_sku[1]}_{size}px")
+    if not (root / "meta.csv").is_file():
+        generate_scaled(root, skus, size=size, per_sku=per_sku)
+    return root
+
+
+def run_attack(name, options, model, x, y, eps, batch) -> tuple[torch.Tensor, dict, float]:
+    """Fooled mask over all of ``x``, pass counts and wall seconds of one standalone attack."""
+    attack = create_attack(name, eps, **options)
+    counts = {"attack_forwards": 0, "attack_backwards": 0}
+    fooled = torch.zeros(len(y), dtype=torch.bool)
+    start = time.perf_counter()
+    with frozen_eval(model), counted_passes(model, counts):
+        for lo in range(0, len(y), batch):
+            idx = torch.arange(lo, min(lo + batch, len(y)))
+            result = attack(model, x[idx], y[idx], index=idx)
+            with torch.no_grad():
+                fooled[idx] = model(result.x_adv).argmax(1) != y[idx]  # re-verified, not trusted
+    return fooled, counts, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skus", type=int, default=2388)
+    parser.add_argument("--per-sku", default="12,3", help="train,test images per SKU")
+    parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--eps", default="8/255")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--suite", action="append", choices=sorted(SUITES), help="suites beside (a) and (b)")
+    args = parser.parse_args()
+    per_sku = tuple(int(v) for v in args.per_sku.split(","))
+    root = stand_in(args.skus, per_sku, args.size)
+    job = Job(defense="madry", eps=parse_eps("8/255"), protocol=get_protocol("quick").override(image_size=args.size),
+              data=root, dataset="rp2k_synth", device="cpu")
+    prep = load_job_data(job)
+    model = get_model(job, prep, torch.device("cpu")).model.eval()
+    x, y = load_split(prep.scan, "test", prep.image_size)
+    x = x.float() / 255
+    with torch.no_grad():
+        correct = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(y), 512)]) == y
+    xs, ys = x[correct], y[correct]
+    eps = parse_eps(args.eps)
+    print(f"{args.skus} SKUs, {len(y)} test images ({per_sku[1]} per SKU), {args.size} px; Madry 8/255 (quick "
+          f"protocol): clean {correct.float().mean():.2%} ({len(ys)} attacked); eps {eps.label}; synthetic data")
+    names = ["autoattack", "pgd+apgd_ce+malt"] + [s for s in (args.suite or []) if s not in ("autoattack", "pgd+apgd_ce+malt")]
+    found, cost = {}, {}
+    for suite in names:
+        fooled = torch.zeros(len(ys), dtype=torch.bool)
+        fwd = bwd = wall = 0
+        for name, options in SUITES[suite]:
+            f, counts, seconds = run_attack(name, options, model, xs, ys, eps, args.batch)
+            fooled |= f
+            fwd, bwd, wall = fwd + counts["attack_forwards"], bwd + counts["attack_backwards"], wall + seconds
+            print(f"  {suite:<20} {name:<11} fooled {int(f.sum()):>5}  forwards/img {counts['attack_forwards'] / len(ys):8.1f}"
+                  f"  gradients/img {counts['attack_backwards'] / len(ys):7.1f}  {seconds:7.1f} s")
+        found[suite], cost[suite] = fooled, (fwd, bwd, wall)
+        robust = (len(ys) - int(fooled.sum())) / len(y)
+        print(f"{suite:<22} robust {robust:.2%}  forwards/img {fwd / len(ys):.1f}  gradients/img {bwd / len(ys):.1f}"
+              f"  wall {wall:.1f} s")
+    a, b = found["autoattack"], found["pgd+apgd_ce+malt"]
+    print(f"fooled by AutoAttack only: {int((a & ~b).sum())}; by the MALT suite only: {int((b & ~a).sum())}; "
+          f"by both: {int((a & b).sum())}; union robust {(len(ys) - int((a | b).sum())) / len(y):.2%}")
+    # Cost as passes, a gradient counted as two forwards (a backward costs about twice a forward).
+    work = {s: c[0] + 2 * c[1] for s, c in cost.items()}
+    print(f"suite / autoattack cost: {work['pgd+apgd_ce+malt'] / work['autoattack']:.2f}x "
+          f"(passes, a gradient = 2 forwards); wall {cost['pgd+apgd_ce+malt'][2] / cost['autoattack'][2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""MALT: its target choice is the linearised distance, and it reaches a class that AutoAttack's
+top-9 targeted stage never tries."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advrp2k import create_attack, parse_eps
+from advrp2k.attacks.malt import linearised_distances, malt_targets
+
+D = 3 * 4 * 4  # pixels of a 4 x 4 RGB image
+
+
+class Linear(nn.Module):
+    """z = W x + b on the flattened image: its gradients are W's rows, so MALT's score is exact."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(weight), nn.Parameter(bias)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.weight.T + self.bias
+
+
+def _random_linear(classes=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Linear(torch.randn(classes, D, generator=g), torch.randn(classes, generator=g)).eval()
+
+
+def test_target_choice_equals_a_hand_computation():
+    model = _random_linear()
+    x = torch.rand(5, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 3, 5, 7, 11])
+    classes, distances = linearised_distances(model, x, y, candidates=6)
+    W, b = model.weight.detach(), model.bias.detach()
+    z = x.flatten(1) @ W.T + b
+    for i in range(len(y)):
+        others = [c for c in torch.argsort(z[i], descending=True).tolist() if c != y[i]][:6]
+        assert classes[i].tolist() == others
+        hand = [(z[i, y[i]] - z[i, t]) / (W[y[i]] - W[t]).abs().sum() for t in others]
+        assert torch.allclose(distances[i], torch.stack(hand), rtol=1e-5, atol=1e-6)
+        nearest = [others[j] for j in torch.argsort(torch.stack(hand))[:2].tolist()]
+        assert malt_targets(model, x[i:i + 1], y[i:i + 1], 6, 2)[0].tolist() == nearest
+
+
+def _far_down_the_logits(target_rank: int = 15, classes: int = 20):
+    """True class 0 at x = 0.5; classes 1..19 in logit order. Every class but one reads the second
+    half of the pixels with a tiny weight (unreachable at 8/255); the one at logit rank
+    ``target_rank`` reads the first half with weight 1 and is reachable within 8/255, although
+    14 classes have higher logits. The halves are disjoint, so attacking a slow class never
+    moves the fast one."""
+    weight = torch.zeros(classes, D)
+    bias = torch.zeros(classes)
+    bias[0] = 2.0
+    ranked = list(range(1, classes))
+    fast = ranked[target_rank - 1]
+    for rank, c in enumerate(ranked, start=1):
+        bias[c] = 2.0 - 0.04 * rank  # gap to the true class: 0.04 * rank
+        if c == fast:
+            weight[c, :D // 2] = 1.0
+        else:
+            weight[c, D // 2:] = 1e-4
+        bias[c] -= 0.5 * float(weight[c].sum())  # logits as intended at x = 0.5    # the fast class: gap 0.6, closed by an l_inf step of 0.6 / 24 = 0.025 < 8/255 = 0.0314
+    return Linear(weight, bias).eval(), fast
+
+
+def test_malt_reaches_a_target_outside_the_top_9_that_apgd_t_misses():
+    model, fast = _far_down_the_logits()
+    x, y = torch.full((4, 3, 4, 4), 0.5), torch.zeros(4, dtype=torch.long)
+    eps = parse_eps("8/255")
+    assert malt_targets(model, x, y, candidates=100, targets=1)[:, 0].tolist() == [fast] * 4
+    top9 = create_attack("apgd_t", eps, steps=20)(model, x, y)
+    assert not top9.fooled.any()  # its 9 targets are all out of reach
+    malt = create_attack("malt", eps, steps=20, targets=1)(model, x, y)
+    assert malt.fooled.all()
+    assert (model(malt.x_adv).argmax(1) == fast).all()
+    assert (malt.x_adv - x).abs().max() <= eps.value + 1e-6 and malt.x_adv.min() >= 0 and malt.x_adv.max() <= 1
+    few = create_attack("malt", eps, steps=20, candidates=9, targets=9)(model, x, y)
+    assert not few.fooled.any()  # with AutoAttack's 9 candidates MALT misses it too: the choice is what matters
+
+
+def test_malt_options_are_recorded():
+    cfg = create_attack("malt", parse_eps("8/255"), targets=5).config()
+    assert cfg["targets"] == 5 and cfg["candidates"] == 100 and cfg["steps"] == 100
+    assert "linearised" in cfg["target_choice"]
+
+
+def test_targeted_dlr_attacks_refuse_fewer_than_4_classes_clearly():
+    from advrp2k import Advrp2kError
+
+    model = _random_linear(classes=3)
+    x, y = torch.rand(2, 3, 4, 4), torch.tensor([0, 1])
+    for name in ("malt", "apgd_t", "autoattack"):
+        with pytest.raises(Advrp2kError, match="at least 4 classes"):
+            create_attack(name, parse_eps("8/255"))(model, x, y)
