@@ -35,6 +35,8 @@ SUITES = {
     "pgd+apgd_ce+malt": [("pgd", {"steps": 20}), ("apgd_ce", {}), ("malt", {})],
     "pgd+malt": [("pgd", {"steps": 20}), ("malt", {})],
     "pgd+apgd_ce+malt9": [("pgd", {"steps": 20}), ("apgd_ce", {}), ("malt", {"targets": 9})],
+    "pgd+malt20": [("pgd", {"steps": 20}), ("malt", {"candidates": 20})],
+    "pgd+malt20x1": [("pgd", {"steps": 20}), ("malt", {"candidates": 20, "targets": 1})],
 }
 
 
@@ -100,14 +102,15 @@ def main() -> None:
         robust = (len(ys) - int(fooled.sum())) / len(y)
         print(f"{suite:<22} robust {robust:.2%}  forwards/img {fwd / len(ys):.1f}  gradients/img {bwd / len(ys):.1f}"
               f"  wall {wall:.1f} s")
-    a, b = found["autoattack"], found["pgd+apgd_ce+malt"]
-    print(f"fooled by AutoAttack only: {int((a & ~b).sum())}; by the MALT suite only: {int((b & ~a).sum())}; "
-          f"by both: {int((a & b).sum())}; union robust {(len(ys) - int((a | b).sum())) / len(y):.2%}")
+    a = found["autoattack"]
     # Cost as passes, a gradient counted as two forwards (a backward costs about twice a forward).
     work = {s: c[0] + 2 * c[1] for s, c in cost.items()}
-    print(f"suite / autoattack cost: {work['pgd+apgd_ce+malt'] / work['autoattack']:.2f}x "
-          f"(passes, a gradient = 2 forwards); wall {cost['pgd+apgd_ce+malt'][2] / cost['autoattack'][2]:.2f}x")
-
+    for suite in names[1:]:
+        b = found[suite]
+        print(f"{suite}: fooled by AutoAttack only {int((a & ~b).sum())}, by {suite} only {int((b & ~a).sum())}, "
+              f"by both {int((a & b).sum())}; union robust {(len(ys) - int((a | b).sum())) / len(y):.2%}")
+        print(f"suite / autoattack cost: {work[suite] / work['autoattack']:.2f}x (passes, a gradient = 2 forwards); "
+              f"wall {cost[suite][2] / cost['autoattack'][2]:.2f}x  [{suite}]")
 
 if __name__ == "__main__":
     main()
