@@ -27,8 +27,10 @@ def test_reproduce_table5_writes_json_md_and_entries_and_reuses_rows(tiny_synth,
     md = (tmp_path / "lb" / "table5.md").read_text()
     assert "95.18 %" in md and "of 3 hold" in md and "Per product type" in md and "synthetic stand-in" in md
     assert "shows little effect" in md and "test: each Madry model keeps" in md
+    assert "Adv. Train (eps = 8/255): trains, about" in first.output and "training in all: about" in first.output
     second = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert second.exit_code == 0
+    assert second.output.count("its model is cached: no training") == 3  # said up front, before any work
     again = json.loads((tmp_path / "lb" / "table5.json").read_text())
     assert all(r["reused"] for r in again["rows"])
     assert [r["measured"] for r in again["rows"]] == [r["measured"] for r in table["rows"]]

@@ -28,9 +28,9 @@ def table5_cmd(n_examples, leaderboard, **kw):
 
     job = _make_job(**kw, n_examples=n_examples, leaderboard=leaderboard)
     click.echo("reproduce table5: 3 rows (regular, Madry 4/255, Madry 8/255). Each trains its model unless the "
-               "cache holds it (minutes per row on a CPU with the quick protocol; the README gives this project's "
-               "times), and reuses an entry only if it was computed from that very checkpoint: a fresh clone "
-               "trains all three.", err=True)
+               "cache holds it, and reuses an entry only if it was computed from that very checkpoint: a fresh "
+               "clone trains all three. Before training, the plan below times two training steps of each here.",
+               err=True)
     if not reproduce(job, log=lambda m: click.echo(m, err=True)):
         return  # under torchrun only the main process writes and prints
     click.echo((leaderboard / "table5.md").read_text(encoding="utf-8"))

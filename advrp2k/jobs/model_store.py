@@ -150,6 +150,29 @@ def _given_model(job: Job, prep: JobData, device) -> LoadedModel:
                        given.weights_sha256(), None, True)
 
 
+def training_estimate(job: Job, prep: JobData, device) -> float | None:
+    """Seconds the job's training would take here, or None when its model is cached (or given):
+    a throwaway copy of the initial model takes timed training steps of the job's own defense,
+    multiplied by the batches of every epoch. An estimate: the first epoch also decodes the data."""
+    import math
+
+    from advrp2k.train.trainer import seconds_per_batch
+
+    if job.given is not None or job.checkpoint is not None:
+        return None
+    info, defense = defense_for(job)
+    base = create_defense(defense.base_defense) if isinstance(defense, TestTimeDefense) else defense
+    settings = _settings(job, device)
+    key = _train_key(prep, job.protocol.arch, defense.base_defense if isinstance(defense, TestTimeDefense)
+                     else job.defense, base.config(), settings)
+    if (cache_dir("models", key) / MODEL_FILE).is_file():
+        return None
+    x, y = load_split(prep.scan, "train", prep.image_size, progress=job.progress)
+    model = create_model(job.protocol.arch, len(prep.scan.classes))
+    per_batch = seconds_per_batch(model, base, x, y, settings, device)
+    return per_batch * math.ceil(len(y) / settings.batch_size) * settings.epochs
+
+
 def _cached_model(path: Path, prep: JobData):
     """(checkpoint, model) from the model cache, or None when missing or unusable."""
     if not path.is_file():

@@ -21,10 +21,11 @@ def reproduce(base: Job, log=lambda msg: None) -> dict:
     attacks = base.suite()
     eps_list = list(RANKING_EPS)
     rows, entries = [], []
-    for defense, eps in TABLE5:
+    jobs = [dataclasses.replace(base, defense=defense, eps=parse_eps(eps) if eps else None, attacks=attacks,
+                                attack_eps=eps_list, reuse_entry=True) for defense, eps in TABLE5]
+    _say_plan(jobs, log)
+    for (defense, eps), job in zip(TABLE5, jobs):
         log(f"row {TABLE5_ROWS[(defense, eps)]}")
-        job = dataclasses.replace(base, defense=defense, eps=parse_eps(eps) if eps else None, attacks=attacks,
-                                  attack_eps=eps_list, reuse_entry=True)
         out = run_eval(job)
         entry = out["entry"]
         if entry is None:  # under torchrun only the main process writes the table
@@ -48,6 +49,29 @@ def reproduce(base: Job, log=lambda msg: None) -> dict:
     write_json(out_dir / "table5.json", table)
     write_text(out_dir / "table5.md", render_markdown(table))
     return table
+
+
+def _say_plan(jobs: list[Job], log) -> None:
+    """Before any training: which rows reuse a cached model and how long the others take here
+    (timed training steps times the batches; ``advrp2k.jobs.model_store.training_estimate``)."""
+    from advrp2k.core import distributed
+    from advrp2k.jobs.job import load_job_data
+    from advrp2k.jobs.model_store import training_estimate
+    from advrp2k.models.factory import resolve_device
+
+    if not distributed.is_main():
+        return
+    device = resolve_device(jobs[0].device)
+    prep = load_job_data(jobs[0])
+    total = 0.0
+    for job in jobs:
+        name = TABLE5_ROWS[(job.defense, job.eps.label if job.eps else None)]
+        seconds = training_estimate(job, prep, device)
+        total += seconds or 0.0
+        log(f"  {name}: " + ("its model is cached: no training" if seconds is None else
+                             f"trains, about {seconds / 60:.0f} min here (timed training steps x batches)"))
+    if total:
+        log(f"  training in all: about {total / 60:.0f} min here; then each row is evaluated")
 
 
 def claims(rows: list[dict]) -> list[dict]:

@@ -26,6 +26,7 @@ from advrp2k.core.errors import TrainingInterrupted
 from advrp2k.core import distributed
 from advrp2k.train.augment import augment_batch
 from advrp2k.core.precision import autocast
+from advrp2k.core.batches import to_device_float
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +210,26 @@ def _epoch_steps(net, defense, x, y, batches, settings, device, opt, gens, start
         loss.backward()
         opt.step()
         yield b, loss
+
+
+def seconds_per_batch(model: nn.Module, defense: TrainingDefense, x: torch.Tensor, y: torch.Tensor,
+                      settings: TrainSettings, device: torch.device, steps: int = 2) -> float:
+    """Wall seconds of one training step (the defense's loss, backward, SGD update) on a batch of
+    ``x``, timed over ``steps`` steps after a warm-up one. ``model`` is changed: pass a throwaway
+    copy. What ``reproduce`` multiplies into "about N minutes here" before it trains."""
+    import time
+
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
+    gen = torch.Generator().manual_seed(settings.seed)
+    idx = torch.arange(min(settings.batch_size, len(y)))
+    xb, yb = to_device_float(x[idx], device), y[idx].to(device)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        loss = defense.training_loss(model, xb, yb, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return sum(times[1:]) / steps
