@@ -64,6 +64,50 @@ def run_attack(name, options, model, x, y, eps, batch) -> tuple[torch.Tensor, di
     return fooled, counts, time.perf_counter() - start
 
 
+RP2K_TEST_IMAGES = 39_457  # the paper's Table 1
+
+
+def resnet34_pass_seconds(device: torch.device, batch: int = 8) -> tuple[float, float]:
+    """Seconds per image of a ResNet-34 (2,388 classes) at 224 px: a forward, and a forward with
+    an input gradient, each the median of 3 timed batches after a warm-up."""
+    import statistics
+
+    from advrp2k.models.factory import create_model
+
+    model = create_model("resnet34", 2388).to(device).eval()
+    x = torch.rand(batch, 3, 224, 224, device=device)
+    out = []
+    for grad in (False, True):
+        times = []
+        for _ in range(4):
+            xg = x.clone().requires_grad_(grad)
+            start = time.perf_counter()
+            with torch.set_grad_enabled(grad):
+                logits = model(xg)
+                if grad:
+                    torch.autograd.grad(logits.sum(), xg)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        out.append(statistics.median(times[1:]) / batch)
+    return out[0], out[1]
+
+
+def projection(cost: dict, attacked: int, total: int, device) -> None:
+    """Projected wall time of each suite on RP2K's whole test set with a ResNet-34 at 224 px: the
+    passes per attacked image measured here, times the share of images attacked here, times the
+    measured per-image pass times (a gradient pass replaces its forward)."""
+    fwd_s, grad_s = resnet34_pass_seconds(device)
+    share = attacked / total
+    print(f"projection to RP2K's {RP2K_TEST_IMAGES:,} test images, ResNet-34 at 224 px on {device.type}: "
+          f"{fwd_s * 1e3:.0f} ms per forward, {grad_s * 1e3:.0f} ms per forward+input gradient per image; "
+          f"{share:.1%} of images attacked, as here")
+    for suite, (fwd, bwd, _) in cost.items():
+        per_img = ((fwd - bwd) * fwd_s + bwd * grad_s) / attacked
+        hours = per_img * RP2K_TEST_IMAGES * share / 3600
+        print(f"  {suite:<22} {hours:10.1f} h")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skus", type=int, default=2388)
@@ -72,6 +116,8 @@ def main() -> None:
     parser.add_argument("--eps", default="8/255")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--suite", action="append", choices=sorted(SUITES), help="suites beside (a) and (b)")
+    parser.add_argument("--project", action="store_true",
+                        help="also time a ResNet-34 at 224 px and project each suite to RP2K's 39,457 test images")
     args = parser.parse_args()
     per_sku = tuple(int(v) for v in args.per_sku.split(","))
     root = stand_in(args.skus, per_sku, args.size)
@@ -94,6 +140,8 @@ def main() -> None:
         fwd = bwd = wall = 0
         for name, options in SUITES[suite]:
             f, counts, seconds = run_attack(name, options, model, xs, ys, eps, args.batch)
+            if name == "pgd":
+                pgd_cost = (counts["attack_forwards"], counts["attack_backwards"], seconds)
             fooled |= f
             fwd, bwd, wall = fwd + counts["attack_forwards"], bwd + counts["attack_backwards"], wall + seconds
             print(f"  {suite:<20} {name:<11} fooled {int(f.sum()):>5}  forwards/img {counts['attack_forwards'] / len(ys):8.1f}"
@@ -111,6 +159,10 @@ def main() -> None:
               f"by both {int((a & b).sum())}; union robust {(len(ys) - int((a | b).sum())) / len(y):.2%}")
         print(f"suite / autoattack cost: {work[suite] / work['autoattack']:.2f}x (passes, a gradient = 2 forwards); "
               f"wall {cost[suite][2] / cost['autoattack'][2]:.2f}x  [{suite}]")
+    if args.project:
+        # the ranking suite today, PGD-20 + AutoAttack: AutoAttack's passes plus PGD-20's as measured above
+        cost["ranking: pgd+autoattack"] = tuple(a + p for a, p in zip(cost["autoattack"], pgd_cost))
+        projection(cost, len(ys), len(y), torch.device("cpu"))
 
 if __name__ == "__main__":
     main()
