@@ -122,7 +122,7 @@ class AutoAttackStandard(Attack):
         aa = autoattack_module().AutoAttack(model, eps=self.eps.value, norm="Linf", version=self.version,
                                             seed=self.seed, device=x.device)
         aa.verbose = False
-        targets = _n_targets(model, x, 9)
+        targets = _n_targets(model, x, 9) if self.version == "standard" else 1  # rand runs no targeted attack
         aa.apgd_targeted.n_target_classes = targets
         aa.fab.n_target_classes = targets
         for apgd in (aa.apgd, aa.apgd_targeted):

@@ -244,7 +244,7 @@ def test_autoattack_with_other_steps_follows_the_reference_schedule():
     from advrp2k.core.compat import autoattack_module
     from advrp2k.plugins.attack import create_attack
 
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
     aa = create_attack("autoattack", "8/255", apgd_steps=1000).build(model, torch.rand(2, 3, 2, 2))
     reference = autoattack_module().autopgd_base.APGDAttack(model, n_iter=1000, eps=8 / 255, device="cpu")
     for apgd in (aa.apgd, aa.apgd_targeted):

@@ -451,8 +451,8 @@ def test_csv_export_neutralises_formulas(tmp_path):
     result = _run("export", lb, "--out", tmp_path / "board.csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "board.csv").open(encoding="utf-8")))
-    names = {r["model_id"]: r["name"] for r in rows}
-    assert names[entry["model_id"]] == "'" + entry["name"]
+    names = {(r["dataset"], r["model_id"]): r["name"] for r in rows}  # one model id can be on several boards
+    assert names[(entry["dataset"], entry["model_id"])] == "'" + entry["name"]
     assert all(not v.startswith(("=", "+", "@")) for r in rows for v in r.values())
     assert any(r["clean_acc"] and float(r["clean_acc"]) > 0 for r in rows)  # numbers stay numbers
 
