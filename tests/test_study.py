@@ -33,3 +33,8 @@ def test_study_skus_writes_the_table_and_resumes(tmp_path):
     assert (board / "studies" / "skus.svg").read_text().startswith("<svg")
     again = invoke(*args)
     assert again.exit_code == 0 and json.loads((board / "studies" / "skus.json").read_text())["rows"] == study["rows"]
+
+
+def test_study_refuses_counts_below_4_in_one_line():
+    result = invoke("study", "skus", "--skus", "3,5")
+    assert result.exit_code == 2 and "at least 4" in result.output

@@ -37,8 +37,9 @@ def skus_cmd(skus, per_sku, image_size, seed, device, leaderboard):
         train, test = (int(v) for v in per_sku.split(","))
     except ValueError:
         raise UsageError("--skus takes counts like 59,240,960,2388 and --per-sku TRAIN,TEST like 12,3") from None
-    if min(counts) < 2 or train < 1 or test < 1:
-        raise UsageError("every SKU count must be at least 2, and --per-sku needs at least one train and one test image")
+    if min(counts) < 4 or train < 1 or test < 1:
+        raise UsageError("every SKU count must be at least 4 (AutoAttack's targeted DLR loss reads the 4th-highest "
+                         "logit), and --per-sku needs at least one train and one test image")
     plan = StudyPlan(skus=counts, per_sku=(train, test), image_size=image_size, seed=seed, device=device,
                      leaderboard=leaderboard, progress=progress_factory())
     study = run_study(plan)
