@@ -228,3 +228,34 @@ def test_cards_show_budgets_in_255ths_and_the_command_that_reproduces_them(tmp_p
     index = (tmp_path / "site" / "index.html").read_text()
     assert "PGD adversarial training (Madry et al.)" in index and "ICLR 2018" in index
     assert 'href="https://arxiv.org/abs/1706.06083"' in index
+
+
+_REACH = """
+const out = [];
+const width = document.documentElement.clientWidth;
+if (document.documentElement.scrollWidth > width + 1) out.push("the page scrolls sideways: " + document.documentElement.scrollWidth + " px in " + width);
+document.querySelectorAll("table").forEach(function (t, i) {
+  let box = t;
+  while (box && box !== document.body && getComputedStyle(box).overflowX === "visible") box = box.parentElement;
+  if (box && box !== document.body) box.scrollLeft = box.scrollWidth;
+  const cells = t.querySelectorAll("tr:first-child > *");
+  if (!cells.length) return;
+  const right = cells[cells.length - 1].getBoundingClientRect().right;
+  if (right > width + 1) out.push("table " + i + ": last column ends at " + Math.round(right) + " px of " + width);
+});
+return out;
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [1400, 1024, 390])
+def test_every_column_is_reachable_at_every_width(site, browser, width):
+    # Chromium's window is at least 500 px wide: a phone's width is emulated (as its device toolbar does)
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600})
+    pages = [site / "index.html", site / "entries" / "rp2k_synth" / "Madry2018Towards_smallcnn_eps8-255.html"]
+    for page in pages:
+        browser.get(page.as_uri())
+        assert browser.execute_script(_REACH) == [], page.name
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"index-{width}px.png"))
