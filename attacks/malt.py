@@ -55,9 +55,14 @@ def linearised_distances(model, x: torch.Tensor, y: torch.Tensor, candidates: in
 
 def malt_targets(model, x: torch.Tensor, y: torch.Tensor, candidates: int, targets: int) -> torch.Tensor:
     """The ``targets`` candidate classes nearest by linearised distance, nearest first: (N, k)."""
+    return _targets_and_ranks(model, x, y, candidates, targets)[0]
+
+
+def _targets_and_ranks(model, x, y, candidates: int, targets: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chosen targets (N, k) and each one's rank in the logit order of the wrong classes (0: highest)."""
     classes, distances = linearised_distances(model, x, y, candidates)
     order = torch.argsort(distances, dim=1, stable=True)[:, :targets]
-    return classes.gather(1, order)
+    return classes.gather(1, order), order
 
 
 @register_attack("malt")
@@ -81,7 +86,7 @@ class MALT(Attack):
         if n_classes < 4:
             raise Advrp2kError(f"malt's targeted DLR loss needs at least 4 classes and this model has {n_classes}: "
                                f"evaluate with pgd or apgd_ce instead")
-        chosen = malt_targets(model, x, y, self.candidates, self.targets)
+        chosen, ranks = _targets_and_ranks(model, x, y, self.candidates, self.targets)
         x_adv, fooled = x.clone(), _fooled(model, x, y)
         apgd = _apgd_targeted_class()
         for j in range(chosen.shape[1]):
@@ -97,7 +102,10 @@ class MALT(Attack):
             hit = acc == 0
             x_adv[left[hit]] = adv[hit].detach()
             fooled[left[hit]] = True
-        return AttackResult(x_adv, _fooled(model, x_adv, y))  # verified here, and again by the engine
+        fooled = _fooled(model, x_adv, y)  # verified here, and again by the engine
+        counts = {"examples": len(y), "nearest target outside the top 9 logits": int((ranks[:, 0] >= 9).sum()),
+                  "fooled with the nearest target outside the top 9": int((fooled & (ranks[:, 0] >= 9)).sum())}
+        return AttackResult(x_adv, fooled, extra={"counts": counts})
 
 
 def _apgd_targeted_class():

@@ -76,6 +76,8 @@ def test_malt_reaches_a_target_outside_the_top_9_that_apgd_t_misses():
     assert malt.fooled.all()
     assert (model(malt.x_adv).argmax(1) == fast).all()
     assert (malt.x_adv - x).abs().max() <= eps.value + 1e-6 and malt.x_adv.min() >= 0 and malt.x_adv.max() <= 1
+    assert malt.extra["counts"] == {"examples": 4, "nearest target outside the top 9 logits": 4,
+                                    "fooled with the nearest target outside the top 9": 4}
     few = create_attack("malt", eps, steps=20, candidates=9, targets=9)(model, x, y)
     assert not few.fooled.any()  # with AutoAttack's 9 candidates MALT misses it too: the choice is what matters
 
@@ -94,3 +96,19 @@ def test_targeted_dlr_attacks_refuse_fewer_than_4_classes_clearly():
     for name in ("malt", "apgd_t", "autoattack"):
         with pytest.raises(Advrp2kError, match="at least 4 classes"):
             create_attack(name, parse_eps("8/255"))(model, x, y)
+
+
+def test_malt_tallies_of_its_chosen_targets_reach_the_entry(tiny_synth, tmp_path):
+    import json
+
+    from helpers import invoke
+
+    board = tmp_path / "board"
+    result = invoke("eval", "--data", tiny_synth, "--epochs", "1", "--image-size", "16", "--no-escalate",
+                    "--attacks", "pgd,malt", "--attack-arg", "malt.steps=5", "--leaderboard", board)
+    assert result.exit_code == 0, result.output
+    entry = json.loads((board / "entries" / "rp2k_synth" / "linf" / "Standard_smallcnn.json").read_text())
+    counts = entry["reproducibility"]["counts"]
+    attacked = counts["malt@8/255: examples"]
+    assert attacked > 0 and counts["malt@8/255: nearest target outside the top 9 logits"] == 0  # 8 SKUs: 7 wrong
+    assert [a for a in entry["attacks"] if a["name"] == "malt"][0]["candidates"] == 100

@@ -113,6 +113,9 @@ class Engine:
             with autocast(self.precision, self.device), counted_passes(self.model, self.counts):
                 res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx)
             check_ball_and_box(spec.name, eps, xb, res.x_adv)  # whatever the plugin's __call__ did
+            for name, value in (res.extra or {}).get("counts", {}).items():  # the attack's own tallies
+                tally = f"{spec.name}@{eps.label}: {name}"
+                self.counts[tally] = self.counts.get(tally, 0) + int(value)
             # fp32 decides: a bf16 claim the fp32 model does not confirm is overturned, not a failure
             strict, claimed = self.precision == "fp32", res.fooled.clone()
             preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes, strict=strict)

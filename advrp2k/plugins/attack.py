@@ -31,6 +31,9 @@ class AttackResult:
         fooled: bool per example: some visited point inside the ball was misclassified.
         forwards: example-forward passes spent (for efficiency accounting).
         backwards: example-input-gradient passes spent.
+        extra: ``{"counts": {name: int}}`` tallies the attack keeps of its own choices (MALT: how
+            many chosen targets lie outside the top 9 logits); the evaluator adds them up per
+            attack and eps into the entry's ``reproducibility.counts``.
     """
 
     x_adv: torch.Tensor
