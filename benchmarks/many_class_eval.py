@@ -59,6 +59,8 @@ def run_attack(name, options, model, x, y, eps, batch) -> tuple[torch.Tensor, di
         for lo in range(0, len(y), batch):
             idx = torch.arange(lo, min(lo + batch, len(y)))
             result = attack(model, x[idx], y[idx], index=idx)
+            for key, value in (result.extra or {}).get("counts", {}).items():  # MALT's tallies of its choices
+                counts[key] = counts.get(key, 0) + value
             with torch.no_grad():
                 fooled[idx] = model(result.x_adv).argmax(1) != y[idx]  # re-verified, not trusted
     return fooled, counts, time.perf_counter() - start
@@ -146,6 +148,9 @@ def main() -> None:
             fwd, bwd, wall = fwd + counts["attack_forwards"], bwd + counts["attack_backwards"], wall + seconds
             print(f"  {suite:<20} {name:<11} fooled {int(f.sum()):>5}  forwards/img {counts['attack_forwards'] / len(ys):8.1f}"
                   f"  gradients/img {counts['attack_backwards'] / len(ys):7.1f}  {seconds:7.1f} s")
+            tallies = {k: v for k, v in counts.items() if not k.startswith("attack_")}
+            if tallies:
+                print("  " + " " * 20 + "   " + "; ".join(f"{k}: {v}" for k, v in tallies.items()))
         found[suite], cost[suite] = fooled, (fwd, bwd, wall)
         robust = (len(ys) - int(fooled.sum())) / len(y)
         print(f"{suite:<22} robust {robust:.2%}  forwards/img {fwd / len(ys):.1f}  gradients/img {bwd / len(ys):.1f}"
