@@ -130,11 +130,10 @@ def _job(model, classes, data, dataset, eps, attacks, n_examples, device, leader
 
 
 def _attacks(attacks, protocol):
-    """None: the protocol's PGD; "ranking": the ranking suite; else a list of plugin names."""
-    from advrp2k.jobs.job import default_attacks
+    """None: the protocol's PGD; "ranking": the ranking suite; else plugin names (or AttackSpecs)."""
+    from advrp2k.jobs.job import attack_specs, default_attacks
     from advrp2k.jobs.run import ranking_suite
     from advrp2k.plugins.attack_spec import AttackSpec
-    from advrp2k.plugins.registry import ATTACKS
 
     if attacks is None:
         return default_attacks(protocol)
@@ -142,14 +141,7 @@ def _attacks(attacks, protocol):
         return ranking_suite()
     if isinstance(attacks, str):
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
-    specs = []
-    for a in attacks:
-        if isinstance(a, AttackSpec):
-            specs.append(a)
-            continue
-        ATTACKS.info(a)  # an unknown name is refused with the closest known one
-        specs.append(default_attacks(protocol)[0] if a == "pgd" else AttackSpec(a))
-    return specs
+    return [a if isinstance(a, AttackSpec) else attack_specs([a], protocol)[0] for a in attacks]
 
 
 def _examples(entry_path: Path):

@@ -11,24 +11,23 @@ its robust accuracy is not higher than (a)'s by more than one example.
 
     python3 benchmarks/many_class_eval.py [--skus 2388] [--per-sku 12,3] [--size 16] [--eps 8/255]
 
-The stand-in (every SKU with the same number of images) and the model (Madry 8/255, quick
+The stand-in (the one `advrp2k study skus` writes: the same images for every SKU) and the model (Madry 8/255, quick
 protocol) are cached under $ADVRP2K_HOME; numbers are synthetic, not RP2K results.
 """
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
 from advrp2k import create_attack, frozen_eval, parse_eps
-from advrp2k.core.paths import cache_dir
 from advrp2k.data import load_split
 from advrp2k.eval.engine import counted_passes
 from advrp2k.jobs.job import Job, load_job_data
 from advrp2k.jobs.model_store import get_model
 from advrp2k.jobs.protocols import get_protocol
+from advrp2k.jobs.study import StudyPlan, stand_in_for
 
 SUITES = {
     "autoattack": [("autoattack", {})],
@@ -38,15 +37,6 @@ SUITES = {
     "pgd+malt20": [("pgd", {"steps": 20}), ("malt", {"candidates": 20})],
     "pgd+malt20x1": [("pgd", {"steps": 20}), ("malt", {"candidates": 20, "targets": 1})],
 }
-
-
-def stand_in(skus: int, per_sku: tuple[int, int], size: int) -> Path:
-    from advrp2k.data.synth_scale import generate_scaled
-
-    root = cache_dir("benchmarks", f"synth_{skus}x{per_sku[0]}+{per_sku[1]}_{size}px")
-    if not (root / "meta.csv").is_file():
-        generate_scaled(root, skus, size=size, per_sku=per_sku)
-    return root
 
 
 def run_attack(name, options, model, x, y, eps, batch) -> tuple[torch.Tensor, dict, float]:
@@ -122,7 +112,7 @@ def main() -> None:
                         help="also time a ResNet-34 at 224 px and project each suite to RP2K's 39,457 test images")
     args = parser.parse_args()
     per_sku = tuple(int(v) for v in args.per_sku.split(","))
-    root = stand_in(args.skus, per_sku, args.size)
+    root = stand_in_for(args.skus, StudyPlan(per_sku=per_sku, image_size=args.size))  # the study's own stand-in
     job = Job(defense="madry", eps=parse_eps("8/255"), protocol=get_protocol("quick").override(image_size=args.size),
               data=root, dataset="rp2k_synth", device="cpu")
     prep = load_job_data(job)

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval, curve, cascade, restart, no_escalate,
              leaderboard, force, model_spec, weights, classes_from, name, **kw):
     """Train (or reuse) a defended model, evaluate it, write a leaderboard entry."""
-    from advrp2k.jobs.run import default_attacks, run_eval
-    from advrp2k.plugins.attack_spec import AttackSpec
+    from advrp2k.jobs.job import attack_specs
+    from advrp2k.jobs.run import run_eval
 
     if curve:
         if ctx.get_parameter_source("attack_eps") is not click.core.ParameterSource.DEFAULT:
@@ -62,10 +62,7 @@ def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval,
     elif classes_from or name:
         raise UsageError("--classes and --name describe your own model: pass them with --model or --weights")
     names = [a.strip() for a in attacks.split(",") if a.strip()]
-    for attack in names:
-        _registry.ATTACKS.info(attack)
-    pgd_default = default_attacks(job.protocol)[0]
-    job.attacks = apply_attack_args([pgd_default if n == "pgd" else AttackSpec(n) for n in names], attack_args)
+    job.attacks = apply_attack_args(attack_specs(names, job.protocol), attack_args)
     out = run_eval(job)
     if out["entry"] is None:
         return  # under torchrun only the main process writes and prints

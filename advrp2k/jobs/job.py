@@ -59,6 +59,17 @@ def default_attacks(protocol: Protocol) -> list[AttackSpec]:
     return [AttackSpec("pgd", {"steps": protocol.eval_steps, "restarts": protocol.eval_restarts})]
 
 
+def attack_specs(names: list[str], protocol: Protocol) -> list[AttackSpec]:
+    """The suite named by ``names`` (``eval --attacks``, ``benchmark(attacks=...)``): ``pgd`` with
+    the protocol's steps and restarts, every other attack with its declared defaults. An unknown
+    name is refused with the closest known one."""
+    from advrp2k.plugins.registry import ATTACKS
+
+    for name in names:
+        ATTACKS.info(name)
+    return [default_attacks(protocol)[0] if n == "pgd" else AttackSpec(n) for n in names]
+
+
 @dataclass
 class JobData:
     source: DataSource

@@ -80,6 +80,15 @@ def _settings(job: Job, device: torch.device) -> TrainSettings:
                          extra=extra)
 
 
+def _training_of(job: Job, defense, prep: JobData, device):
+    """(defense name, defense, settings, cache key) of the training behind the job's model: a
+    test-time defense wraps the model its base defense trains."""
+    base_name, base = (defense.base_defense, create_defense(defense.base_defense)) \
+        if isinstance(defense, TestTimeDefense) else (job.defense, defense)
+    settings = _settings(job, device)
+    return base_name, base, settings, _train_key(prep, job.protocol.arch, base_name, base.config(), settings)
+
+
 def _train_key(prep: JobData, arch: str, defense_name: str, defense_cfg: dict, settings: TrainSettings) -> str:
     blob = json.dumps([TRAINER_VERSION, prep.scan.fingerprint, prep.scan.classes, prep.image_size, arch,
                        defense_name, defense_cfg, settings.to_dict()], sort_keys=True, ensure_ascii=False)
@@ -117,10 +126,7 @@ def get_model(job: Job, prep: JobData, device: torch.device) -> LoadedModel:
         check_classes(ckpt.record, prep.scan.classes, job.checkpoint)
         model = _model_from_state(ckpt.record, ckpt.state, len(prep.scan.classes), job.checkpoint)
         return LoadedModel(_maybe_wrap(defense, model), Path(job.checkpoint), ckpt.record, ckpt.sha256, None, True)
-    base_name, base = (defense.base_defense, create_defense(defense.base_defense)) \
-        if isinstance(defense, TestTimeDefense) else (job.defense, defense)
-    settings = _settings(job, device)
-    key = _train_key(prep, job.protocol.arch, base_name, base.config(), settings)
+    base_name, base, settings, key = _training_of(job, defense, prep, device)
     folder = cache_dir("models", key)
     path = folder / MODEL_FILE
     # Under torchrun the main process holds the lock and decides; every process trains together.
@@ -160,11 +166,7 @@ def training_estimate(job: Job, prep: JobData, device) -> float | None:
 
     if job.given is not None or job.checkpoint is not None:
         return None
-    info, defense = defense_for(job)
-    base = create_defense(defense.base_defense) if isinstance(defense, TestTimeDefense) else defense
-    settings = _settings(job, device)
-    key = _train_key(prep, job.protocol.arch, defense.base_defense if isinstance(defense, TestTimeDefense)
-                     else job.defense, base.config(), settings)
+    _, base, settings, key = _training_of(job, defense_for(job)[1], prep, device)
     if (cache_dir("models", key) / MODEL_FILE).is_file():
         return None
     x, y = load_split(prep.scan, "train", prep.image_size, progress=job.progress)

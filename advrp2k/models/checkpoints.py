@@ -74,7 +74,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} does not exist: pass a file written by 'advrp2k train'")
     data = path.read_bytes()
     if path.suffix == ".safetensors" or data[8:9] == b"{":
-        state, record = _load_safetensors(path, data)
+        state, record = load_safetensors(path, data)
     else:
         state, record = _load_torch_weights_only(path, data)
     if not isinstance(record, dict) or not isinstance(record.get("classes"), list) or "arch" not in record:
@@ -84,7 +84,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(state, record, hashlib.sha256(data).hexdigest())
 
 
-def _load_safetensors(path: Path, data: bytes):
+def load_safetensors(path: Path, data: bytes) -> tuple[dict, dict]:
+    """(state dict, advrp2k record or {}) of safetensors ``data`` read from ``path``."""
     try:
         state = st_load(data)
         header_len = int.from_bytes(data[:8], "little")  # the metadata of these very bytes
@@ -118,15 +119,18 @@ def _load_torch_weights_only(path: Path, data: bytes):
     return obj["state_dict"], record
 
 
-def read_weights(path: str | Path) -> tuple[dict, str]:
+def read_weights(path: str | Path, data: bytes | None = None) -> tuple[dict, str]:
     """A weights file from elsewhere (a state dict, or ``{"state_dict": ...}``), read with
     ``torch.load(weights_only=True)``: a pickle that would run code is refused unrun.
+
+    Args:
+        data: the file's bytes when the caller has read them already.
 
     Returns:
         (state dict, SHA-256 of the file's bytes).
     """
     path = Path(path)
-    data = path.read_bytes()
+    data = path.read_bytes() if data is None else data
     obj = _torch_load_safely(path, data, "weights")
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

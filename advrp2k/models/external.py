@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -151,24 +150,16 @@ def read_weights_file(path: str | Path) -> tuple[dict, dict, str]:
     Returns:
         (state dict, record, SHA-256 of the bytes read).
     """
-    from advrp2k.models.checkpoints import META_KEY, read_weights
+    from advrp2k.models.checkpoints import load_safetensors, read_weights
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--weights {path} is not a file")
     data = path.read_bytes()
     if path.suffix == ".safetensors" or data[8:9] == b"{":
-        from safetensors import SafetensorError
-        from safetensors.torch import load as st_load
-
-        try:
-            state = st_load(data)
-            header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
-        except (SafetensorError, ValueError) as exc:
-            raise CheckpointError(f"weights {path} are not a readable safetensors file ({exc})") from None
-        record = json.loads((header.get("__metadata__") or {}).get(META_KEY, "{}"))
+        state, record = load_safetensors(path, data)
         return state, record, hashlib.sha256(data).hexdigest()
-    state, sha = read_weights(path)
+    state, sha = read_weights(path, data)
     return state, {}, sha
 
 

@@ -7,7 +7,7 @@ from torch import nn
 from advrp2k.core.errors import UsageError
 from advrp2k.models.backbones import (RB_PREFIX, _weights_file, robustbench_pretrained, robustbench_skeleton,
                                       torchvision_imagenet)
-from advrp2k.models.timm_archs import TIMM_PREFIX, timm_library, timm_model, timm_module
+from advrp2k.models.timm_archs import TIMM_PREFIX, check_timm_name, timm_library, timm_model
 from advrp2k.plugins.registry import ARCHS
 
 
@@ -29,10 +29,7 @@ def check_arch(arch: str) -> None:
     """Refuse an unknown architecture before any data work (a RobustBench name is checked with
     its weights). ``timm:<name>`` needs timm installed and a model of that name."""
     if arch.startswith(TIMM_PREFIX):
-        timm = timm_module()
-        name = arch[len(TIMM_PREFIX):]
-        if name not in timm.list_models():
-            timm_model(name, 2)  # raises, naming close matches
+        check_timm_name(arch[len(TIMM_PREFIX):])
     elif not arch.startswith("rb:"):
         ARCHS.info(arch)
 

@@ -20,16 +20,21 @@ def timm_module():
     return timm
 
 
-def timm_model(name: str, num_classes: int) -> nn.Module:
-    """timm's ``name`` with a fresh head of ``num_classes`` outputs, randomly initialised
-    (``pretrained=False``: nothing is downloaded), behind a ``Normalize`` layer holding the
-    architecture's own mean and std from its timm config."""
+def check_timm_name(name: str):
+    """The ``timm`` module when it has a model ``name``; else one line naming close matches."""
     timm = timm_module()
     if name not in timm.list_models():
         close = timm.list_models(f"*{name}*")[:5]
         hint = f" (close: {', '.join(close)})" if close else " (timm.list_models() lists them)"
         raise UsageError(f"timm has no model {name!r}{hint}")
-    net = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    return timm
+
+
+def timm_model(name: str, num_classes: int) -> nn.Module:
+    """timm's ``name`` with a fresh head of ``num_classes`` outputs, randomly initialised
+    (``pretrained=False``: nothing is downloaded), behind a ``Normalize`` layer holding the
+    architecture's own mean and std from its timm config."""
+    net = check_timm_name(name).create_model(name, pretrained=False, num_classes=num_classes)
     cfg = getattr(net, "pretrained_cfg", None) or {}
     mean, std = tuple(cfg.get("mean", MEAN)), tuple(cfg.get("std", STD))
     return nn.Sequential(Normalize(mean, std), net)
