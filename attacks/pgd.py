@@ -29,13 +29,16 @@ from collections import deque
 
 import torch
 
-from advrp2k import LOSSES, Attack, AttackResult, Option, project_linf, register_attack
+from advrp2k import LOSSES, Attack, AttackResult, Option, project, register_attack, set_margin, steepest_step
 
 EOT_SAMPLES = 10  # gradient samples per step against a randomized model (Athalye et al. 2018)
 
 
 @register_attack("pgd")
 class PGD(Attack):
+    #: l_inf and l2 balls (the threat model gives the step and the projection), and ticket
+    #: switching, where the loss is the margin toward the example's sibling SKUs.
+    threats = ("linf", "l2", "switch")
     refills = True  # the engine may hand it more examples than a batch; it keeps a batch in flight
     options = {
         "steps": Option(int, 20, min=1, max=10_000, help="gradient-sign steps"),
@@ -97,7 +100,7 @@ class PGD(Attack):
             with torch.enable_grad():
                 logits = model(xa)
             forwards += len(active)
-            wrong = logits.argmax(1) != y[active]
+            wrong = self.reached(logits, y[active], active)
             fooled[active[wrong]] = True
             out[active[wrong]] = xa.detach()[wrong]
             finished = ~wrong & last
@@ -107,15 +110,24 @@ class PGD(Attack):
                     queue.append((i, int(restart[i]) + 1))
             cont = ~wrong & ~last
             if cont.any():
-                grad = self._grad(model, xa, logits, cont, y[active[cont]], loss_fn)
+                grad = self._grad(model, xa, logits, cont, y[active[cont]], self._loss_of(loss_fn, active[cont]))
                 forwards += (self.eot - 1) * len(active)
                 backwards += self.eot * len(active)
                 moving = active[cont]
-                x_adv[moving] = project_linf(xa.detach()[cont] + self.step_size * grad[cont].sign(), x[moving],
-                                             self.eps.value)
+                x_adv[moving] = project(self.threat, xa.detach()[cont] + steepest_step(self.threat, grad[cont],
+                                                                                        self.step_size),
+                                        x[moving], self.eps.value)
                 steps[moving] += 1
             active = active[cont]
         return AttackResult(out, fooled, forwards, backwards)
+
+    def _loss_of(self, loss_fn, rows):
+        """The per-example loss: the chosen one, or under a targeted goal (ticket switching) the
+        margin toward the batch ``rows``' allowed classes."""
+        if self.goal_rows is None:
+            return loss_fn
+        allowed = self.goal_rows[rows]
+        return lambda logits, y: set_margin(logits, allowed)
 
     def _grad(self, model, xa, logits, rows, y, loss_fn) -> torch.Tensor:
         """Input gradient of the summed loss of ``rows``; with ``eot`` > 1, summed over that many
@@ -154,7 +166,7 @@ class PGD(Attack):
             xa = x_adv.requires_grad_(True)
             with torch.enable_grad():
                 grad, = torch.autograd.grad(loss_fn(model(xa), y).sum(), xa)
-            x_adv = project_linf(xa.detach() + self.step_size * grad.sign(), x, eps)
+            x_adv = project(self.threat, xa.detach() + steepest_step(self.threat, grad, self.step_size), x, eps)
         none = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         return AttackResult(x_adv, none, self.steps * len(x), self.steps * len(x))
 

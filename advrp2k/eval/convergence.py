@@ -71,7 +71,7 @@ def _attack_sample(engine, spec: AttackSpec, eps, idx: torch.Tensor) -> torch.Te
         if not sum(distributed.all_gather(int(rows.sum()))):  # every process decides alike
             continue
         stronger = AttackSpec(spec.name, {**spec.options, **steps, "restarts": 2 * base.restarts, "random_start": True,
-                                          "seed": base.seed + 1})
+                                          "seed": base.seed + 1}, spec.threat)
         masks = engine.run([stronger], [eps], per_attack=False, start={eps.label: rows}, points=start_points,
                            check=True)
         still &= masks[stronger.name][eps.label] | ~rows

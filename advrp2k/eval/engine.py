@@ -30,8 +30,11 @@ class Engine:
     """Runs each attack over the eps budgets, only on examples still robust, with per-batch saves."""
 
     def __init__(self, model, x, y, clean, device, batch_size, progress, state: EvalState, passes: int = 1,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", goal: torch.Tensor | None = None):
         self.model, self.x, self.y, self.clean, self.passes = model, x, y, clean, passes
+        #: (examples, classes) bool: per example the classes that count as a success (ticket
+        #: switching: the true SKU's siblings); None: any wrong class.
+        self.goal = goal
         self.precision, self.overturned = precision, 0
         self.mine = distributed.owned(len(y))  # under torchrun: this process's examples
         self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
@@ -110,17 +113,20 @@ class Engine:
             attack.max_active, chunk = self.batch_size, REFILL_CHUNK * self.batch_size
         for idx in _batches(todo, chunk):
             xb, yb = batch_images(self.x, idx, self.device), self.y[idx].to(self.device)
+            goal = self._goal_of(idx)
             with autocast(self.precision, self.device), counted_passes(self.model, self.counts):
-                res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx)
-            check_ball_and_box(spec.name, eps, xb, res.x_adv)  # whatever the plugin's __call__ did
+                res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx,
+                             **_goal_kwargs(goal))
+            check_ball_and_box(spec.name, eps, xb, res.x_adv, spec.threat)  # whatever the plugin's __call__ did
             for name, value in (res.extra or {}).get("counts", {}).items():  # the attack's own tallies
                 tally = f"{spec.name}@{eps.label}: {name}"
                 self.counts[tally] = self.counts.get(tally, 0) + int(value)
             # fp32 decides: a bf16 claim the fp32 model does not confirm is overturned, not a failure
             strict, claimed = self.precision == "fp32", res.fooled.clone()
-            preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes, strict=strict)
+            preds = _reverify(self.model, res, yb, spec.name, eps, self.batch_size, self.passes, strict=strict,
+                              goal=goal)
             if not strict and bool((claimed & ~res.fooled).any()):
-                preds = self._reattack_in_fp32(attack, spec.name, eps, xb, yb, idx, adv_points, res, preds,
+                preds = self._reattack_in_fp32(attack, spec, eps, xb, yb, idx, adv_points, res, preds,
                                                claimed & ~res.fooled)
             preds = preds.cpu().tolist()
             self.counts["attacked_examples"] += len(idx)
@@ -144,18 +150,24 @@ class Engine:
             bar.close()
         return key
 
-    def _reattack_in_fp32(self, attack, name, eps, xb, yb, idx, adv_points, res, preds, rows) -> torch.Tensor:
+    def _goal_of(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """The goal rows of the batch ``idx`` (on the device), or None for any wrong class."""
+        return None if self.goal is None else self.goal[idx].to(self.device)
+
+    def _reattack_in_fp32(self, attack, spec, eps, xb, yb, idx, adv_points, res, preds, rows) -> torch.Tensor:
         """bf16 claims the fp32 model rejects: those examples are attacked again with fp32 steps
         (same starts, same streams), so a bf16 artefact (an underflowed gradient, a start point
         misclassified only in bf16) never leaves an example counted robust. Returns the predictions."""
         sub = rows.nonzero().squeeze(1)
         sub_cpu = sub.cpu()
         self.overturned += len(sub)
+        goal = self._goal_of(idx[sub_cpu])
         with counted_passes(self.model, self.counts):
             again = attack(self.model, xb[sub], yb[sub], init=_stack_init(adv_points, idx[sub_cpu], xb[sub]),
-                           index=idx[sub_cpu])
-        check_ball_and_box(name, eps, xb[sub], again.x_adv)
-        sub_preds = _reverify(self.model, again, yb[sub], name, eps, self.batch_size, self.passes, strict=True)
+                           index=idx[sub_cpu], **_goal_kwargs(goal))
+        check_ball_and_box(spec.name, eps, xb[sub], again.x_adv, spec.threat)
+        sub_preds = _reverify(self.model, again, yb[sub], spec.name, eps, self.batch_size, self.passes, strict=True,
+                              goal=goal)
         res.x_adv[sub], res.fooled[sub] = again.x_adv.to(res.x_adv.dtype), again.fooled
         preds = preds.clone()
         preds[sub] = sub_preds
@@ -192,6 +204,12 @@ def counted_passes(model: torch.nn.Module, counts: dict):
         handle.remove()
 
 
+def _goal_kwargs(goal) -> dict:
+    """``goal=`` only when there is one: a plugin whose own ``__call__`` predates goals still runs
+    under an untargeted threat model."""
+    return {} if goal is None else {"goal": goal}
+
+
 def _stack_init(adv_points, idx, xb):
     if not adv_points or not all(i in adv_points for i in idx.tolist()):
         return None
@@ -200,8 +218,12 @@ def _stack_init(adv_points, idx, xb):
 
 @torch.no_grad()
 @fp32_verdicts()
-def _reverify(model, res, y, name, eps, batch_size, passes: int = 1, strict: bool = True) -> torch.Tensor:
+def _reverify(model, res, y, name, eps, batch_size, passes: int = 1, strict: bool = True,
+              goal: torch.Tensor | None = None) -> torch.Tensor:
     """Recompute predictions on the returned points: they must agree with the attack's claims.
+
+    A claim is a success under the goal: any wrong class, or with ``goal`` (per example, the
+    classes that count, e.g. siblings) one of those; a wrong class outside them is no success.
 
     With ``passes`` > 1 (a randomized model) the verdict is taken over that many passes and
     replaces the attack's claim, which came from a single pass: like is compared with like, and
@@ -216,14 +238,17 @@ def _reverify(model, res, y, name, eps, batch_size, passes: int = 1, strict: boo
     def predict() -> torch.Tensor:
         return torch.cat([model(part).argmax(1) for part in res.x_adv.split(batch_size)])
 
+    def success(p: torch.Tensor) -> torch.Tensor:
+        return p != y if goal is None else goal.gather(1, p[:, None]).squeeze(1)
+
     with frozen_eval(model):
         preds = predict()
         if passes > 1:
-            for _ in range(passes - 1):  # the first misclassifying pass names the adversarial class
-                preds = torch.where(preds != y, preds, predict())
-            res.fooled = preds != y
+            for _ in range(passes - 1):  # the first succeeding pass names the adversarial class
+                preds = torch.where(success(preds), preds, predict())
+            res.fooled = success(preds)
             return preds
-    wrong = preds != y
+    wrong = success(preds)
     if not strict:
         res.fooled = wrong
         return preds

@@ -54,17 +54,25 @@ def randomized_suite(attacks: list[AttackSpec], protocol: VerdictRule) -> list[A
         options = ATTACKS.get(spec.name).randomized_options(spec.options)
         if options != spec.options:
             protocol.attacks_changed.append({"name": spec.name, "options": options})
-        out.append(AttackSpec(spec.name, options))
+        out.append(AttackSpec(spec.name, options, spec.threat))
     return out
 
 
 def plan_remedies(flags: list[dict], suite: list[AttackSpec],
-                  protocol: VerdictRule) -> tuple[list[AttackSpec], list[str]]:
-    """The remedy attacks the flags call for (deduplicated, none already in the suite) and why."""
+                  protocol: VerdictRule, threat: str = "linf") -> tuple[list[AttackSpec], list[str]]:
+    """The remedy attacks the flags call for (deduplicated, none already in the suite) and why.
+
+    Under a threat model other than l_inf, a remedy that does not serve it is left out and the
+    reason says so (``why`` names it), rather than running an attack on the wrong set."""
+    from advrp2k.plugins.registry import ATTACKS
+
     specs, why = [], []
     for flag in flags:
         for remedy in flag.get("remedy", []):
-            spec = AttackSpec(remedy["name"], dict(remedy["options"]))
+            if threat not in getattr(ATTACKS.get(remedy["name"]), "threats", ("linf",)):
+                why.append(f"{flag['check']}: remedy {remedy['name']} does not serve {threat}, not run")
+                continue
+            spec = AttackSpec(remedy["name"], dict(remedy["options"]), threat)
             if protocol.randomized:
                 spec = randomized_suite([spec], VerdictRule(True))[0]
             if spec not in suite and spec not in specs:

@@ -109,7 +109,8 @@ def clean_pass(model, x, y, device, batch_size, progress=None, passes: int = 1):
 def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], eps_list: list[Eps],
              device: torch.device, batch_size: int = 256, progress: Callable | None = None,
              num_classes: int | None = None, sanity_checks: bool = True, state: EvalState | None = None,
-             per_attack: bool = True, escalate: bool = True, precision: str = "fp32", seed: int = 0) -> EvalResult:
+             per_attack: bool = True, escalate: bool = True, precision: str = "fp32", seed: int = 0,
+             threat: str = "linf", goal: Callable | None = None) -> EvalResult:
     """Evaluate ``model`` on images ``x`` (uint8 or [0, 1] float, on the CPU) and labels ``y``.
 
     Args:
@@ -123,6 +124,11 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
             and an example counts as fooled only if its point fools the fp32 model.
         seed: the run's seed, added to the seed of every attack that escalation runs (the
             suite's attacks carry it already: ``AttackSpec.reseeded``).
+        threat: the threat model (``advrp2k.core.threat``) the suite attacks under; escalation
+            runs only remedies that serve it.
+        goal: for a targeted threat model (ticket switching), ``goal(model, clean_correct)`` gives
+            per example the classes that count as a success (a bool (examples, classes) tensor);
+            None: any wrong class.
 
     A model that is not deterministic is evaluated under the randomized protocol: each attack
     configures itself for it (expectation over transformation) and every verdict is taken over
@@ -141,14 +147,16 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     clean, top5, flags, protocol = _clean_and_protocol(model, x, y, device, batch_size, progress, num_classes,
                                                        sanity_checks, state)
     suite = randomized_suite(attacks, protocol) if protocol.randomized else attacks
-    engine = Engine(model, x, y, clean, device, batch_size, progress, state, protocol.verdict_passes, precision)
+    goal_rows = goal(model, clean) if goal is not None else None
+    engine = Engine(model, x, y, clean, device, batch_size, progress, state, protocol.verdict_passes, precision,
+                    goal_rows)
     by_attack = engine.run(suite, eps_list, per_attack)
     robust = _worst_case(by_attack, eps_list)
     _check_monotone(clean, robust)
     robust, more, convergence = _suite_checks(engine, suite, by_attack, robust, eps_list, protocol) \
         if sanity_checks else (robust, [], None)
     flags += more
-    robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list, seed) if escalate \
+    robust, escalation = _escalate(engine, flags, suite, protocol, robust, eps_list, seed, threat) if escalate \
         else (robust, None)
     fail_if(state_digest(model) != digest, "eval mode",
             "the model's weights or BatchNorm statistics changed during evaluation")
@@ -224,12 +232,14 @@ def _worst_case(by_attack: dict, eps_list) -> dict[str, torch.Tensor]:
     return {e.label: torch.stack([m[e.label] for m in by_attack.values()]).all(0) for e in eps_list}
 
 
-def _escalate(engine, flags, suite, protocol, robust, eps_list, seed: int = 0):
-    """Run the attacks the flags call for on the examples still robust; the worst case includes them."""
-    remedies, why = plan_remedies(flags, suite, protocol)
+def _escalate(engine, flags, suite, protocol, robust, eps_list, seed: int = 0, threat: str = "linf"):
+    """Run the attacks the flags call for on the examples still robust; the worst case includes them.
+    A remedy that does not serve the threat model is not run, and the record says so."""
+    remedies, why = plan_remedies(flags, suite, protocol, threat)
     remedies = [r.reseeded(seed) for r in remedies]
     if not remedies:
-        return robust, None
+        return robust, ({"why": why, "ran": [], "robust_acc_before": {k: v.float().mean().item() for k, v in robust.items()},
+                         "robust_acc_after": {k: v.float().mean().item() for k, v in robust.items()}} if why else None)
     before = {k: v.float().mean().item() for k, v in robust.items()}
     first = len(engine.configs)
     extra = engine.run(remedies, eps_list, per_attack=False, start=robust)

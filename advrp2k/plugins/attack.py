@@ -17,9 +17,10 @@ from torch import nn
 from advrp2k.core.eps import Eps, parse_eps
 from advrp2k.core.errors import AttackContractError
 from advrp2k.core.random_streams import uniform
+from advrp2k.core.threat import TOLERANCE, ThreatModel, check_images, check_point, start_from_uniform, threat_model
 from advrp2k.plugins.options import declared_options, resolve_options, take_options
 
-BALL_TOLERANCE = 1e-6
+BALL_TOLERANCE = TOLERANCE  # slack of the float64 set checks (advrp2k.core.threat)
 
 
 @dataclass
@@ -65,11 +66,12 @@ def frozen_eval(model: nn.Module):
 
 
 class Attack:
-    """Base class of l_inf attack plugins.
+    """Base class of attack plugins.
 
     Args:
-        eps: budget, a float or ``"8/255"``.
+        eps: budget, a float or ``"8/255"`` (or an ``Eps`` of another threat model's budget).
         seed: seeds the attack's own random generator (random starts, sampling).
+        threat: the threat model it attacks under (``advrp2k.core.threat``); one of ``threats``.
         **options: the plugin's declared ``options`` (``advrp2k.plugins.options``): resolved,
             set as attributes (``self.steps``) and recorded by ``config()``.
 
@@ -77,7 +79,13 @@ class Attack:
     generator=None)``; ``config_facts()`` adds fixed settings that are not options.
     """
 
-    norm = "linf"
+    #: The threat models the attack serves (``advrp2k.core.threat``); others are refused.
+    threats: tuple[str, ...] = ("linf",)
+    threat: ThreatModel = threat_model("linf")
+    #: Per example of the batch being attacked, the classes that count as a success (a bool
+    #: (N, classes) tensor, set by the engine under a targeted goal such as ticket switching);
+    #: None: any wrong class. An attack serving such a threat model aims at them (``reached``).
+    goal_rows: torch.Tensor | None = None
     gradient_free = False
     example_index: list[int] | None = None  # global indices of the batch being attacked (see __call__)
     options: dict = {}  # name -> Option; a plugin declares its own
@@ -88,8 +96,14 @@ class Attack:
     #: call, as AutoAttack's and torchattacks' attacks are). Recorded in every entry.
     random_streams = "per example"
 
-    def __init__(self, eps: float | str | Eps, seed: int | None = None, **options):
-        self.eps = eps if isinstance(eps, Eps) else parse_eps(eps, allow_zero=True)
+    def __init__(self, eps: float | str | Eps, seed: int | None = None, threat: str = "linf", **options):
+        if threat not in self.threats:
+            from advrp2k.core.errors import UsageError
+            raise UsageError(f"attack {self.plugin_name or type(self).__name__} does not serve threat model {threat!r} "
+                             f"(it serves {', '.join(self.threats)}): 'advrp2k list attacks' says which attacks do")
+        self.threat = threat_model(threat)
+        self.eps = eps if isinstance(eps, Eps) else (parse_eps(eps, allow_zero=True) if threat == "linf"
+                                                      else self.threat.parse_budget(eps))
         if seed is not None:
             options = {**options, "seed": seed}
         take_options(self, options if "seed" in declared_options(type(self)) else
@@ -99,7 +113,7 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  init: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 index: torch.Tensor | None = None) -> AttackResult:
+                 index: torch.Tensor | None = None, goal: torch.Tensor | None = None) -> AttackResult:
         """Attack a batch.
 
         Args:
@@ -107,16 +121,18 @@ class Attack:
                 random draw for an example comes from the stream (seed, index, restart)
                 (``advrp2k.core.random_streams``), so its result does not depend on the batch it was in.
                 Without them (adversarial training), draws come from ``generator``.
+            goal: per example, the classes that count as a success (``goal_rows``); None: any wrong class.
         """
         check_images(x, "clean input")
         if init is not None:
             self.check_output(x, init)
         self.example_index = None if index is None else [int(i) for i in index.tolist()]
+        self.goal_rows = goal
         try:
             with frozen_eval(model):
                 result = self.perturb(model, x, y, init=init, generator=generator or self._generator)
         finally:
-            self.example_index = None
+            self.example_index, self.goal_rows = None, None
         result.x_adv = result.x_adv.detach()
         self.check_output(x, result.x_adv)
         return result
@@ -131,7 +147,16 @@ class Attack:
             return random_start(x, self.eps.value, generator)
         index = [self.example_index[r] for r in rows]
         noise = uniform(tuple(x.shape[1:]), self.seed, index, restarts, x.dtype).to(x.device)
-        return project_linf(x + (2 * noise - 1) * self.eps.value, x, self.eps.value)
+        return start_from_uniform(self.threat, x, noise, self.eps.value)
+
+    def reached(self, logits: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Per row, whether the prediction is a success under the goal: a wrong class, or (ticket
+        switching) one of the example's allowed classes. ``rows``: the batch rows ``logits`` are of."""
+        pred = logits.argmax(1)
+        if self.goal_rows is None:
+            return pred != y
+        allowed = self.goal_rows if rows is None else self.goal_rows[rows]
+        return allowed.gather(1, pred[:, None]).squeeze(1)
 
     @classmethod
     def randomized_options(cls, options: dict) -> dict:
@@ -146,8 +171,9 @@ class Attack:
     def config(self) -> dict:
         """What ran: the budget, the registered name, every declared option's resolved value and
         the fixed facts (keys the per-example results, so every option that changes a result is in it)."""
+        threat = {} if self.threat.name == "linf" else {"threat_model": self.threat.name}  # linf records stay as they were
         return {"eps": self.eps.value, "eps_label": self.eps.label, "seed": self.seed,
-                "name": self.plugin_name or type(self).__name__, **self.option_values, **self.config_facts()}
+                "name": self.plugin_name or type(self).__name__, **threat, **self.option_values, **self.config_facts()}
 
     def config_facts(self) -> dict:
         """Fixed settings that are not options but say what ran (the implementation used)."""
@@ -161,33 +187,20 @@ class Attack:
         return None
 
     def check_output(self, x: torch.Tensor, x_adv: torch.Tensor) -> None:
-        """FAIL unless ``x_adv`` is finite, in [0, 1] and within eps of ``x`` (float64 comparison)."""
-        check_ball_and_box(type(self).__name__, self.eps, x, x_adv)
+        """FAIL unless ``x_adv`` is finite, in [0, 1] and inside the threat model's set (float64)."""
+        check_point(self.threat, type(self).__name__, self.eps, x, x_adv)
 
 
-def check_ball_and_box(name: str, eps: Eps, x: torch.Tensor, x_adv: torch.Tensor) -> None:
-    """FAIL unless ``x_adv`` has ``x``'s shape, is finite, in [0, 1] and within eps of ``x``
-    (float64). The evaluation engine calls it on every point an attack returns, whatever the
-    plugin's own ``__call__`` did, so overriding the base class cannot skip it.
+def check_ball_and_box(name: str, eps: Eps, x: torch.Tensor, x_adv: torch.Tensor, threat: str = "linf") -> None:
+    """FAIL unless ``x_adv`` has ``x``'s shape, is finite, in [0, 1] and inside the threat model's
+    set at eps (float64; ``advrp2k.core.threat.check_point``). The evaluation engine calls it on
+    every point an attack returns, whatever the plugin's own ``__call__`` did, so overriding the
+    base class cannot skip it.
 
     Raises:
         AttackContractError: naming the attack and what it returned.
     """
-    if x_adv.shape != x.shape:
-        raise AttackContractError(f"{name} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
-    check_images(x_adv, f"{name} output")
-    dist = (x_adv.double() - x.double()).abs().amax() if x.numel() else torch.tensor(0.0)
-    if dist > eps.value + BALL_TOLERANCE:
-        raise AttackContractError(f"{name} stepped outside the eps-ball: max |x_adv - x| = {dist:.6g} "
-                                  f"> eps {eps.label} = {eps.value:.6g}; its result is rejected")
-
-
-def check_images(x: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(x).all():
-        raise AttackContractError(f"{what} has NaN or infinite values")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise AttackContractError(f"{what} is outside [0, 1] (min {x.min():.3g}, max {x.max():.3g}): images "
-                                  f"must be un-normalised pixels; the model normalises inside itself")
+    check_point(threat_model(threat), name, eps, x, x_adv)
 
 
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -201,18 +214,23 @@ def random_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> tor
     return project_linf(x + (2 * noise - 1) * eps, x, eps)
 
 
-def create_attack(name: str, eps: float | str | Eps, **kwargs) -> Attack:
-    """Build a registered attack by name, e.g. ``create_attack("pgd", "8/255", steps=20)``.
+def create_attack(name: str, eps: float | str | Eps, threat: str = "linf", **kwargs) -> Attack:
+    """Build a registered attack by name, e.g. ``create_attack("pgd", "8/255", steps=20)``, under
+    ``threat`` (refused when the attack does not serve it).
 
     Raises:
         UsageError: an option the plugin does not declare, of the wrong type or out of range.
     """
+    from advrp2k.core.errors import UsageError
     from advrp2k.plugins.registry import ATTACKS
     from advrp2k.plugins.options import validate_options
 
     cls = ATTACKS.get(name)
     given = validate_options(f"attack {name!r}", cls, kwargs)
-    attack = cls(eps=eps, **given)
+    if threat not in getattr(cls, "threats", ("linf",)):
+        raise UsageError(f"attack {name!r} does not serve threat model {threat!r} (it serves "
+                         f"{', '.join(getattr(cls, 'threats', ('linf',)))}): 'advrp2k list attacks' says which attacks do")
+    attack = cls(eps=eps, **given) if threat == "linf" else cls(eps=eps, threat=threat, **given)
     # A plugin whose __init__ names its options (no ``options`` declaration) sets its own
     # attributes; what it was given is recorded all the same.
     attack.option_values = resolve_options(cls, given, attack.eps)

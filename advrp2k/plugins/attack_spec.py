@@ -9,13 +9,19 @@ from advrp2k.plugins.attack import create_attack
 
 @dataclass
 class AttackSpec:
-    """A registered attack name and its options; ``build(eps)`` makes the attack for one budget."""
+    """A registered attack name, its options and the threat model it attacks under;
+    ``build(eps)`` makes the attack for one budget."""
 
     name: str
     options: dict = field(default_factory=dict)
+    threat: str = "linf"
 
     def build(self, eps: Eps):
-        return create_attack(self.name, eps, **self.options)
+        return create_attack(self.name, eps, threat=self.threat, **self.options)
+
+    def under(self, threat: str) -> "AttackSpec":
+        """This attack under another threat model (same options)."""
+        return AttackSpec(self.name, dict(self.options), threat)
 
     def build_for_evaluation(self, eps: Eps):
         """``build(eps)``, refusing an attack whose options an evaluation would not honour.
@@ -42,4 +48,4 @@ class AttackSpec:
 
         if not offset or "seed" not in (getattr(ATTACKS.get(self.name), "options", None) or {}):
             return self
-        return AttackSpec(self.name, {**self.options, "seed": int(self.options.get("seed", 0)) + offset})
+        return AttackSpec(self.name, {**self.options, "seed": int(self.options.get("seed", 0)) + offset}, self.threat)

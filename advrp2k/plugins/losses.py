@@ -17,3 +17,13 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES = {"ce": cross_entropy, "cw": margin}
+
+
+def set_margin(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Best logit among the ``allowed`` classes (bool, per row) minus the best among the others
+    (positive = the prediction is an allowed class): a targeted margin toward a set of classes,
+    such as a product's siblings, that follows whichever of them is closest."""
+    logits = logits.float()
+    inside = logits.masked_fill(~allowed, float("-inf")).amax(1)
+    outside = logits.masked_fill(allowed, float("-inf")).amax(1)
+    return inside - outside

@@ -1,0 +1,262 @@
+"""Threat models as a shared contract: what an adversary may change (the perturbation set and its
+budget) and what counts as a success (any wrong class, or a sibling SKU).
+
+Attacks declare the threat models they serve (``Attack.threats``); the engine checks every point
+an attack returns against its threat model's set (``check_point``) and takes every verdict with
+its goal. Entries, per-example results, boards and the site are keyed by ``name``. Both sides
+import this module; neither owns it.
+
+A budget is an ``advrp2k.core.eps.Eps`` (a value and the label results are keyed by), whatever the
+threat model: an l_inf or l2 radius in [0, 1] pixel units, a patch's share of the image area
+(``"2%"``), or a shelf severity (``"3"``).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import torch
+
+from advrp2k.core.eps import Eps, parse_eps
+from advrp2k.core.errors import AttackContractError, UsageError
+
+#: Slack of the float64 set checks (an l_inf or l2 distance, a patch area).
+TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """One threat model.
+
+    Attributes:
+        name: the key of entries and boards (``linf``, ``l2``, ``patch``, ``shelf``, ``switch``).
+        geometry: the perturbation set: ``linf`` or ``l2`` ball, ``patch`` (one square region of at
+            most the budget's share of the area; nothing outside it changes), ``shelf`` (named
+            transforms, each re-generated and compared by the engine).
+        goal: ``untargeted`` (any wrong class) or ``sibling`` (a class of the true SKU's product line).
+        budgets: the default budgets, ascending (``"small"``/``"large"`` images for l2: see ``default_budgets``).
+        ranking_suite: (attack plugin, options) the ranked entries of this threat model ran.
+        checks: per integrity check, "applies" or why it does not (recorded in every entry).
+    """
+
+    name: str
+    title: str
+    geometry: str
+    budget_meaning: str
+    budgets: tuple[str, ...]
+    ranking_suite: tuple[tuple[str, dict], ...]
+    references: tuple[str, ...]
+    goal: str = "untargeted"
+    large_image_budgets: tuple[str, ...] = ()  # l2 at 224 px and above (RobustBench's ImageNet eps 3.0)
+    checks: dict = field(default_factory=dict)
+
+    def parse_budget(self, text) -> Eps:
+        """The user's budget (``8/255``, ``0.5``, ``2%``, ``3``) as an ``Eps`` labelled the way results key it.
+
+        Raises:
+            UsageError: not a number, or out of this threat model's range.
+        """
+        return _PARSERS[self.geometry](str(text).strip(), self)
+
+    def parse_budgets(self, text: str) -> list[Eps]:
+        items = [self.parse_budget(t) for t in str(text).split(",") if t.strip()]
+        if not items:
+            raise UsageError(f"no budget given for threat model {self.name}: e.g. {','.join(self.budgets)}")
+        return sorted(set(items))
+
+    def default_budgets(self, image_size: int | None = None) -> list[Eps]:
+        """The default budgets; l2's grow with the image (0.25, 0.5 below 224 px; 1.5, 3.0 at 224 and up)."""
+        texts = self.large_image_budgets if (self.large_image_budgets and (image_size or 0) >= 224) else self.budgets
+        return [self.parse_budget(t) for t in texts]
+
+    def heading(self, label: str) -> str:
+        """A budget label as tables head it (``eps 8/255``, ``l2 0.5``, ``2% of the area``, ``severity 3``)."""
+        return {"linf": f"eps {label}", "l2": f"l2 {label}", "patch": f"patch {label}",
+                "shelf": f"severity {label}"}[self.geometry]
+
+    def describe(self) -> dict:
+        """What an entry records of its threat model."""
+        return {"name": self.name, "title": self.title, "geometry": self.geometry, "goal": self.goal,
+                "budget": self.budget_meaning, "references": list(self.references), "checks": dict(self.checks)}
+
+
+def _linf_budget(text: str, threat: ThreatModel) -> Eps:
+    return parse_eps(text)
+
+
+def _l2_budget(text: str, threat: ThreatModel) -> Eps:
+    value = _number(text, threat)
+    if not 0 < value <= 1000:
+        raise UsageError(f"l2 budget {text!r} is out of range: give the radius in [0, 1] pixel units, e.g. 0.5 "
+                         f"(or 3.0 at 224 px, RobustBench's ImageNet convention)")
+    return Eps(value, f"{value:g}")
+
+
+def _patch_budget(text: str, threat: ThreatModel) -> Eps:
+    percent = text.endswith("%")
+    value = _number(text.rstrip("%").strip(), threat) / (100 if percent else 1)
+    if not 0 < value <= 0.5:
+        raise UsageError(f"patch budget {text!r} is out of range: give the patch's share of the image area, "
+                         f"e.g. 2% or 0.02 (at most 50%)")
+    return Eps(value, f"{value * 100:g}%")
+
+
+def _severity_budget(text: str, threat: ThreatModel) -> Eps:
+    value = _number(text, threat)
+    if value not in (1, 2, 3, 4, 5):
+        raise UsageError(f"shelf severity {text!r} is not one of 1, 2, 3, 4, 5")
+    return Eps(float(value), str(int(value)))
+
+
+def _number(text: str, threat: ThreatModel) -> float:
+    try:
+        value = float(Fraction(text.replace(" ", ""))) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"{threat.name} budget {text!r} is not a number: e.g. {','.join(threat.budgets)}")
+    if not math.isfinite(value):
+        raise UsageError(f"{threat.name} budget {text!r} is not finite")
+    return value
+
+
+_PARSERS = {"linf": _linf_budget, "l2": _l2_budget, "patch": _patch_budget, "shelf": _severity_budget}
+
+_BALL = "applies: every returned point is checked in float64"
+_NOT_BALL = "does not apply"
+THREAT_MODELS: dict[str, ThreatModel] = {t.name: t for t in (
+    ThreatModel("linf", "l_inf perturbation", "linf", "l_inf radius in [0, 1] pixel units", ("4/255", "8/255"),
+                (("pgd", {"steps": 20, "restarts": 1}), ("autoattack", {})),
+                ("Madry et al. 2018, arXiv:1706.06083", "Croce and Hein 2020, arXiv:2003.01690"),
+                checks={"ball and box": _BALL, "re-verification": "applies", "determinism": "applies",
+                        "escalation": "applies", "convergence": "applies"}),
+    ThreatModel("l2", "l2 perturbation", "l2", "l2 radius in [0, 1] pixel units over the whole image",
+                ("0.25", "0.5"), (("pgd", {"steps": 20, "restarts": 1}), ("autoattack", {})),
+                ("Madry et al. 2018, arXiv:1706.06083", "Croce and Hein 2020, arXiv:2003.01690",
+                 "RobustBench ImageNet l2 convention: eps 3.0 at 224 px (Croce et al. 2021, arXiv:2010.09670)"),
+                large_image_budgets=("1.5", "3"),
+                checks={"ball and box": _BALL, "re-verification": "applies", "determinism": "applies",
+                        "escalation": "applies: remedies that serve l2 only", "convergence": "applies"}),
+    ThreatModel("switch", "ticket switching: a sibling SKU within the l_inf ball", "linf",
+                "l_inf radius in [0, 1] pixel units; success only on a sibling SKU",
+                ("1/255", "2/255", "4/255", "8/255", "16/255"), (("pgd", {"steps": 20, "restarts": 1}),),
+                ("Madry et al. 2018, arXiv:1706.06083 (targeted at a set of classes)",),
+                goal="sibling",
+                checks={"ball and box": _BALL, "re-verification": "applies: the returned point's class must be a sibling",
+                        "determinism": "applies", "escalation": "applies: remedies that serve switch only",
+                        "convergence": "applies"}),
+)}
+
+
+def threat_model(name: str) -> ThreatModel:
+    """The threat model called ``name``.
+
+    Raises:
+        UsageError: an unknown name, with the closest known one.
+    """
+    if name not in THREAT_MODELS:
+        close = difflib.get_close_matches(str(name), list(THREAT_MODELS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"unknown threat model {name!r}{hint}: use one of {', '.join(THREAT_MODELS)}")
+    return THREAT_MODELS[name]
+
+
+def parse_threats(text: str) -> list[ThreatModel]:
+    """``linf,l2`` -> the threat models, in the given order, each once."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not names:
+        raise UsageError(f"no threat model given: use one or more of {', '.join(THREAT_MODELS)}")
+    return [threat_model(n) for n in dict.fromkeys(names)]
+
+
+# --- the perturbation sets ---------------------------------------------------------------
+
+def distances(threat: ThreatModel, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """Per example, in float64, what the budget bounds: the l_inf or l2 distance, or the share of
+    the image area covered by the bounding box of the pixels that changed (patch)."""
+    delta = x_adv.double() - x.double()
+    if not len(x):
+        return torch.zeros(0, dtype=torch.float64)
+    if threat.geometry == "linf":
+        return delta.flatten(1).abs().amax(1)
+    if threat.geometry == "l2":
+        return delta.flatten(1).norm(dim=1)
+    if threat.geometry == "patch":
+        return changed_box_area(delta != 0)
+    raise ValueError(f"{threat.name} has no distance")
+
+
+def changed_box_area(changed: torch.Tensor) -> torch.Tensor:
+    """Per example, the area of the bounding box of the changed pixels (any channel) as a share
+    of the image (0 when nothing changed)."""
+    pixels = changed.any(1)  # (N, H, W)
+    h, w = pixels.shape[1:]
+    rows, cols = pixels.any(2), pixels.any(1)
+    out = torch.zeros(len(pixels), dtype=torch.float64)
+    for k in range(len(pixels)):
+        r, c = rows[k].nonzero().squeeze(1), cols[k].nonzero().squeeze(1)
+        if len(r):
+            out[k] = (int(r[-1] - r[0]) + 1) * (int(c[-1] - c[0]) + 1) / (h * w)
+    return out
+
+
+def check_point(threat: ThreatModel, name: str, eps: Eps, x: torch.Tensor, x_adv: torch.Tensor) -> None:
+    """FAIL unless ``x_adv`` has ``x``'s shape, is finite, in [0, 1] and inside the threat model's
+    set at ``eps`` (float64). Shelf transforms are not norm-bounded: the engine re-generates them
+    instead (``advrp2k.eval.engine``).
+
+    Raises:
+        AttackContractError: naming the attack and what it returned.
+    """
+    if x_adv.shape != x.shape:
+        raise AttackContractError(f"{name} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
+    check_images(x_adv, f"{name} output")
+    if threat.geometry == "shelf" or not x.numel():
+        return
+    worst = float(distances(threat, x, x_adv).max())
+    if worst > eps.value + TOLERANCE:
+        what = {"linf": "max |x_adv - x|", "l2": "||x_adv - x||_2",
+                "patch": "the changed pixels' bounding box covers"}[threat.geometry]
+        where = {"linf": "eps-ball", "l2": "l2 ball", "patch": "patch budget"}[threat.geometry]
+        raise AttackContractError(f"{name} stepped outside the {where}: {what} = {worst:.6g} "
+                                  f"> budget {eps.label} = {eps.value:.6g}; its result is rejected")
+
+
+def check_images(x: torch.Tensor, what: str) -> None:
+    """FAIL unless ``x`` is finite and in [0, 1] (un-normalised pixels)."""
+    if not torch.isfinite(x).all():
+        raise AttackContractError(f"{what} has NaN or infinite values")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise AttackContractError(f"{what} is outside [0, 1] (min {x.min():.3g}, max {x.max():.3g}): images "
+                                  f"must be un-normalised pixels; the model normalises inside itself")
+
+
+def project(threat: ThreatModel, x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Nearest point of the ball (l_inf; l2: radial scaling, then the box, which only shortens it)
+    around ``x`` intersected with the [0, 1] box."""
+    if threat.geometry == "l2":
+        delta = x_adv - x
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        scale = (eps / norms).clamp(max=1.0).view(-1, *([1] * (x.dim() - 1)))
+        return (x + delta * scale).clamp(0, 1)
+    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0, 1)
+
+
+def steepest_step(threat: ThreatModel, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+    """The step of length ``step_size`` that increases the loss most to first order: the gradient's
+    sign (l_inf) or its direction (l2)."""
+    if threat.geometry == "l2":
+        norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+        return step_size * grad / norms
+    return step_size * grad.sign()
+
+
+def start_from_uniform(threat: ThreatModel, x: torch.Tensor, noise: torch.Tensor, eps: float) -> torch.Tensor:
+    """A random start from uniform [0, 1) ``noise`` of ``x``'s shape: a uniform point of the l_inf
+    ball, or for l2 a point at radius ``eps`` in a direction drawn from a Gaussian (the noise's
+    inverse normal transform), both then clipped to the box."""
+    if threat.geometry == "l2":
+        gauss = torch.erfinv((2 * noise - 1).clamp(-1 + 1e-7, 1 - 1e-7)) * math.sqrt(2)
+        norms = gauss.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        return project(threat, x + eps * gauss / norms, x, eps)
+    return project(threat, x + (2 * noise - 1) * eps, x, eps)
