@@ -18,8 +18,6 @@ from typing import Sequence
 
 from advrp2k.core.errors import UsageError
 
-#: The threat models ``benchmark`` evaluates; the l_inf ball is the one built so far.
-THREATS = ("linf",)
 
 
 @dataclass
@@ -60,7 +58,7 @@ class BenchmarkResult:
 
 
 def benchmark(model, *, classes, data=None, dataset: str | None = None, threat: str = "linf",
-              eps: Sequence[str] = ("4/255", "8/255"), attacks=None, n_examples: int | None = None,
+              eps: Sequence[str] | None = None, attacks=None, n_examples: int | None = None,
               device: str = "auto", leaderboard=None, name: str | None = None, image_size: int | None = None,
               seed: int = 0, batch_size: int | None = None, escalate: bool = True,
               protocol: str = "quick") -> BenchmarkResult:
@@ -74,10 +72,12 @@ def benchmark(model, *, classes, data=None, dataset: str | None = None, threat: 
             ``advrp2k.dataset_classes()``) or the list of SKU names. Another order is refused.
         data, dataset: an RP2K copy (``data=PATH``) or a dataset plugin; default: the embedded
             stand-in ``rp2k_synth``, whose numbers are synthetic, not RP2K results.
-        threat: the threat model (``linf``).
-        eps: budgets, as ``"k/255"`` strings or floats.
-        attacks: None (the protocol's PGD), ``"ranking"`` (the ranking suite, PGD + AutoAttack),
-            or a list of attack plugin names.
+        threat: the threat model (``advrp2k.core.threat``): ``linf``, ``l2`` or ``switch`` (ticket
+            switching: a sibling SKU within the l_inf ball).
+        eps: budgets, as strings (``"8/255"``; l2 ``"0.5"``) or floats; default the threat
+            model's (linf 4/255 and 8/255).
+        attacks: None (the protocol's PGD), ``"ranking"`` (the threat model's ranking suite; l_inf:
+            PGD + AutoAttack), or a list of attack plugin names.
         n_examples: the first N test images only (default: all of them).
         leaderboard: a folder to write a normal leaderboard entry (and per-example results)
             into; None writes nothing that outlives the call.
@@ -91,12 +91,13 @@ def benchmark(model, *, classes, data=None, dataset: str | None = None, threat: 
     """
     from advrp2k.jobs.run import run_eval
 
-    if threat not in THREATS:
-        raise UsageError(f"threat {threat!r} is not built yet: the threat models so far are {', '.join(THREATS)}")
+    from advrp2k.core.threat import threat_model
+
+    threat_model(threat)  # an unknown name is refused with the closest known one
     with tempfile.TemporaryDirectory(prefix="advrp2k-benchmark-") as scratch:
         job = _job(model, classes, data, dataset, eps, attacks, n_examples, device,
                    Path(leaderboard) if leaderboard is not None else Path(scratch), name, image_size, seed,
-                   batch_size, escalate, protocol)
+                   batch_size, escalate, protocol, threat)
         out = run_eval(job)
         examples = _examples(Path(out["path"]))
     return BenchmarkResult(out["entry"], examples, Path(out["path"]) if leaderboard is not None else None,
@@ -104,10 +105,11 @@ def benchmark(model, *, classes, data=None, dataset: str | None = None, threat: 
 
 
 def _job(model, classes, data, dataset, eps, attacks, n_examples, device, leaderboard, name, image_size, seed,
-         batch_size, escalate, protocol):
+         batch_size, escalate, protocol, threat="linf"):
     import torch
 
     from advrp2k.core.eps import parse_eps
+    from advrp2k.core.threat import threat_model
     from advrp2k.jobs.job import Job
     from advrp2k.jobs.protocols import get_protocol
     from advrp2k.models.external import GivenModel, model_name
@@ -123,25 +125,27 @@ def _job(model, classes, data, dataset, eps, attacks, n_examples, device, leader
                        source={"kind": "python object", "class": f"{kind.__module__}.{kind.__qualname__}"})
     proto = get_protocol(protocol).override(image_size=image_size)
     return Job(defense="external", protocol=proto, data=Path(data) if data is not None else None, dataset=dataset,
-               device=device, seed=seed, attacks=_attacks(attacks, proto), leaderboard=leaderboard,
-               attack_eps=[parse_eps(e) if isinstance(e, str) else parse_eps(str(e)) for e in eps],
+               device=device, seed=seed, attacks=_attacks(attacks, proto, threat), leaderboard=leaderboard,
+               attack_eps=None if eps is None else [parse_eps(str(e)) if threat == "linf"
+                                                    else threat_model(threat).parse_budget(e) for e in eps],
+               threat=threat,
                n_examples=n_examples, batch_size_eval=batch_size, escalate=escalate, given=given,
                explicit={"image_size": image_size} if image_size is not None else {})
 
 
-def _attacks(attacks, protocol):
-    """None: the protocol's PGD; "ranking": the ranking suite; else plugin names (or AttackSpecs)."""
+def _attacks(attacks, protocol, threat: str = "linf"):
+    """None: the protocol's PGD; "ranking": the threat model's ranking suite; else plugin names (or AttackSpecs)."""
     from advrp2k.jobs.job import attack_specs, default_attacks
     from advrp2k.jobs.run import ranking_suite
     from advrp2k.plugins.attack_spec import AttackSpec
 
     if attacks is None:
-        return default_attacks(protocol)
+        return [s.under(threat) for s in default_attacks(protocol)]
     if attacks == "ranking":
-        return ranking_suite()
+        return ranking_suite(threat)
     if isinstance(attacks, str):
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
-    return [a if isinstance(a, AttackSpec) else attack_specs([a], protocol)[0] for a in attacks]
+    return [a if isinstance(a, AttackSpec) else attack_specs([a], protocol, threat)[0] for a in attacks]
 
 
 def _examples(entry_path: Path):

@@ -2,6 +2,8 @@
 adversarial robustness with an ensemble of diverse parameter-free attacks", arXiv:2003.01690),
 from the reference code as PyPI ships it (``pyautoattack``, imported through advrp2k.core.compat).
 
+Each serves the l_inf and the l2 threat models, with the reference code's own norm.
+
 Traps pinned down here:
 * targeted attacks use the top 9 classes (``n_target_classes=9``, fewer when the model has
   fewer than 10 classes), never all 2,387 others; torchattacks' ``n_classes`` argument means
@@ -33,6 +35,10 @@ def _aa(submodule: str):
     return importlib.import_module(f"{autoattack_module().__name__}.{submodule}")
 
 
+#: The reference code's name of each threat model's norm (the l2 attacks are the reference's own).
+NORMS = {"linf": "Linf", "l2": "L2"}
+
+
 def _fooled(model, x_adv, y) -> torch.Tensor:
     with torch.no_grad():
         return model(x_adv).argmax(1) != y
@@ -50,6 +56,7 @@ def _n_targets(model, x, wanted: int, attack: str = "AutoAttack") -> int:
 
 @register_attack("apgd_ce")
 class APGDCE(Attack):
+    threats = ("linf", "l2")  # the reference implements both norms
     random_streams = "per batch"  # the library seeds its generator once per call
     options = {
         "steps": Option(int, 100, min=1, max=10_000, help="APGD iterations"),
@@ -61,7 +68,7 @@ class APGDCE(Attack):
         return {"implementation": "pyautoattack"}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
-        attack = _aa("autopgd_base").APGDAttack(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts, eps=self.eps.value,
+        attack = _aa("autopgd_base").APGDAttack(model, n_iter=self.steps, norm=NORMS[self.threat.name], n_restarts=self.restarts, eps=self.eps.value,
                             seed=self.seed, loss="ce", device=x.device)
         x_adv = attack.perturb(x, y).detach()
         return AttackResult(x_adv, _fooled(model, x_adv, y))
@@ -69,6 +76,7 @@ class APGDCE(Attack):
 
 @register_attack("apgd_t")
 class APGDT(Attack):
+    threats = ("linf", "l2")  # the reference implements both norms
     random_streams = "per batch"  # the library seeds its generator once per call
     options = {
         "steps": Option(int, 100, min=1, max=10_000, help="APGD iterations"),
@@ -81,7 +89,7 @@ class APGDT(Attack):
         return {"implementation": "pyautoattack"}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
-        attack = _aa("autopgd_base").APGDAttack_targeted(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts,
+        attack = _aa("autopgd_base").APGDAttack_targeted(model, n_iter=self.steps, norm=NORMS[self.threat.name], n_restarts=self.restarts,
                                      eps=self.eps.value, seed=self.seed, device=x.device,
                                      n_target_classes=_n_targets(model, x, self.n_target_classes, "apgd_t"))
         x_adv = attack.perturb(x, y).detach()
@@ -100,6 +108,7 @@ def _set_apgd_steps(apgd, steps: int) -> None:
 
 @register_attack("autoattack")
 class AutoAttackStandard(Attack):
+    threats = ("linf", "l2")  # the reference implements both norms
     random_streams = "per batch"  # the library seeds its generator once per call
     options = {
         "version": Option(str, "standard", choices=("standard", "rand"),
@@ -119,7 +128,7 @@ class AutoAttackStandard(Attack):
 
     def build(self, model, x):
         """The reference AutoAttack for this batch, with this attack's budgets."""
-        aa = autoattack_module().AutoAttack(model, eps=self.eps.value, norm="Linf", version=self.version,
+        aa = autoattack_module().AutoAttack(model, eps=self.eps.value, norm=NORMS[self.threat.name], version=self.version,
                                             seed=self.seed, device=x.device)
         aa.verbose = False
         targets = _n_targets(model, x, 9) if self.version == "standard" else 1  # rand runs no targeted attack

@@ -1,4 +1,4 @@
-"""Square Attack, l_inf (Andriushchenko et al. 2020, arXiv:1912.00049): a gradient-free random
+"""Square Attack, l_inf or l2 (Andriushchenko et al. 2020, arXiv:1912.00049): a gradient-free random
 search, from the reference code (``pyautoattack``). Used as the white-box sanity check: a
 gradient-free search must not beat the gradient attacks by more than noise.
 
@@ -17,6 +17,7 @@ from advrp2k import Attack, AttackResult, Option, autoattack_module, register_at
 
 @register_attack("square")
 class Square(Attack):
+    threats = ("linf", "l2")  # the reference implements both norms
     random_streams = "per batch"  # the library seeds its generator once per call
     gradient_free = True
     options = {
@@ -32,7 +33,7 @@ class Square(Attack):
         import importlib
 
         square = importlib.import_module(f"{autoattack_module().__name__}.square")
-        attack = square.SquareAttack(model, p_init=self.p_init, n_queries=self.queries, eps=self.eps.value, norm="Linf",
+        attack = square.SquareAttack(model, p_init=self.p_init, n_queries=self.queries, eps=self.eps.value, norm={"linf": "Linf", "l2": "L2"}[self.threat.name],
                               n_restarts=1, seed=self.seed, verbose=False, device=x.device, resc_schedule=False)
         x_adv = attack.perturb(x, y).detach()
         with torch.no_grad():

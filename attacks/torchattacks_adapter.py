@@ -1,5 +1,7 @@
-"""Every l_inf attack of torchattacks (Kim 2020, arXiv:2010.01950) as ``ta:<Name>``, through this
-one adapter: ``--attacks pgd,ta:MIFGSM,ta:DIFGSM``.
+"""Every l_inf and l2 attack of torchattacks (Kim 2020, arXiv:2010.01950) as ``ta:<Name>``, through
+this one adapter: ``--attacks pgd,ta:MIFGSM,ta:DIFGSM`` (l_inf), ``--threat l2 --attacks pgd,ta:PGDL2``.
+An attack serves the threat models of its norm: the l_inf ones l_inf, PGDL2 l2, and those with a
+``norm`` argument (APGD, APGDT, FAB, Square, AutoAttack) both, with the norm set from the threat model.
 
 The attack contract holds as for every plugin (the base class checks the input range, the ball
 and the box, runs the model in eval mode with frozen weights, and the evaluator re-verifies
@@ -17,7 +19,7 @@ every claim). torchattacks' traps are handled here:
 * its random draws come from torch's global generator: they are seeded from the attack's seed
   and the batch's first example index, in a forked generator that leaves the caller's untouched.
 
-Attacks of other norms (CW, PGDL2, DeepFool, JSMA, OnePixel, ...) are refused with a message.
+Attacks without a budget or of other norms (CW, DeepFool, JSMA, OnePixel, ...) are refused with a message.
 """
 from __future__ import annotations
 
@@ -26,10 +28,14 @@ import inspect
 import torch
 from torch import nn
 
-from advrp2k import ATTACKS, BALL_TOLERANCE, Attack, AttackResult, Option, register_attack
+from advrp2k import ATTACKS, BALL_TOLERANCE, Attack, AttackResult, Option, distances, register_attack
 
-#: torchattacks attacks that are not l_inf (or not budgeted attacks at all), with their norm.
-NOT_LINF = {"CW": "L2", "PGDL2": "L2", "PGDRSL2": "L2", "DeepFool": "L2", "EADEN": "elastic-net (L1 + L2)",
+#: torchattacks attacks of the l2 threat model only.
+L2_ONLY = {"PGDL2"}
+#: torchattacks attacks served by no threat model here (no budget, another norm, or not a
+#: per-batch attack), with why.
+NOT_LINF = {"CW": "L2 without a budget (a minimal-distance attack)", "PGDRSL2": "L2 against a randomized-smoothing model",
+            "DeepFool": "L2 without a budget (a minimal-distance attack)", "EADEN": "elastic-net (L1 + L2)",
             "EADL1": "L1", "JSMA": "L0", "OnePixel": "L0", "Pixle": "L0", "SparseFool": "L0",
             "GN": "none (Gaussian noise)", "VANILA": "none (no perturbation)",
             "LGV": "l_inf through surrogate models trained on a train loader (not a per-batch attack)",
@@ -66,9 +72,9 @@ class _Watch(nn.Module):
     """The model as torchattacks sees it: every batch it feeds that lies in the ball is checked,
     and the first fooling point per example is kept (the contract: any visited point counts)."""
 
-    def __init__(self, model, x, y, eps):
+    def __init__(self, model, x, y, eps, threat):
         super().__init__()
-        self.model, self.x, self.y, self.eps = model, x, y, eps
+        self.model, self.x, self.y, self.eps, self.threat = model, x, y, eps, threat
         self.fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         self.point = x.clone()
 
@@ -76,7 +82,7 @@ class _Watch(nn.Module):
         logits = self.model(inputs)
         if inputs.shape == self.x.shape:
             with torch.no_grad():
-                inside = ((inputs - self.x).flatten(1).abs().amax(1) <= self.eps + BALL_TOLERANCE) \
+                inside = (distances(self.threat, self.x, inputs).to(inputs.device) <= self.eps + BALL_TOLERANCE) \
                     & (inputs.flatten(1).amin(1) >= 0) & (inputs.flatten(1).amax(1) <= 1)
                 new = inside & (logits.argmax(1) != self.y) & ~self.fooled
                 self.point[new] = inputs.detach()[new]
@@ -100,11 +106,13 @@ class TorchattacksAttack(Attack):
         return {"implementation": self.library}
 
     def perturb(self, model, x, y, init=None, generator=None) -> AttackResult:
-        watch = _Watch(model, x, y, self.eps.value).eval()
+        watch = _Watch(model, x, y, self.eps.value, self.threat).eval()
         kwargs = dict(self.ta_options)
         params = inspect.signature(self.ta_class.__init__).parameters
         kwargs[EPS_PARAM.get(self.ta_class.__name__, "eps")] = self.eps.value
         kwargs.update({k: v for k, v in FIXED.items() if k in params})
+        if "norm" in params:
+            kwargs["norm"] = {"linf": "Linf", "l2": "L2"}[self.threat.name]
         if "n_classes" in params:
             with torch.no_grad():
                 kwargs["n_classes"] = min(MAX_TARGETS + 1, model(x[:1]).shape[1])
@@ -132,10 +140,18 @@ def _register_all() -> None:
         cls = getattr(lib, name)
         if not (inspect.isclass(cls) and base and issubclass(cls, base)) or name in NOT_LINF:
             continue
+        threats = _threats_of(cls)
         plugin = type(f"TA_{name}", (TorchattacksAttack,), {
-            "ta_class": cls, "options": _options(cls), "library": f"torchattacks {lib.__version__}",
-            "__doc__": f"torchattacks.{name} (l_inf) through advrp2k's adapter.", "__module__": __name__})
+            "ta_class": cls, "options": _options(cls), "library": f"torchattacks {lib.__version__}", "threats": threats,
+            "__doc__": f"torchattacks.{name} ({', '.join(threats)}) through advrp2k's adapter.", "__module__": __name__})
         register_attack(PREFIX + name)(plugin)
+
+
+def _threats_of(cls) -> tuple[str, ...]:
+    """The threat models a torchattacks class serves: l2 only, both (it takes a ``norm``), or l_inf."""
+    if cls.__name__ in L2_ONLY:
+        return ("l2",)
+    return ("linf", "l2") if "norm" in inspect.signature(cls.__init__).parameters else ("linf",)
 
 
 def explain_unknown(name: str) -> str | None:
@@ -144,8 +160,8 @@ def explain_unknown(name: str) -> str | None:
         return None
     short = name[len(PREFIX):]
     if short in NOT_LINF:
-        return (f"{name} is refused: its threat model is {NOT_LINF[short]}, and advrp2k evaluates l_inf only; "
-                f"use an l_inf attack (advrp2k list attacks shows the ta: family)")
+        return (f"{name} is refused: its threat model is {NOT_LINF[short]}, which no advrp2k threat model is; "
+                f"use an l_inf or l2 attack (advrp2k list attacks shows the ta: family)")
     if _library() is None:
         return f"{name} needs torchattacks: python3 -m pip install torchattacks"
     return None

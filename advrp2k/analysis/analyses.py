@@ -191,7 +191,40 @@ def ranking_statistics(outcomes: np.ndarray, seed: int = 0) -> dict:
 
 
 def entry_analyses(entry: dict, df: pd.DataFrame, attributes: dict[str, dict[str, str]]) -> dict:
-    """The analysis fields of an entry: intervals, the curve, and the per-SKU analyses."""
+    """The analysis fields of an entry: intervals, the curve, and the per-SKU analyses (and
+    under ticket switching, its own summary)."""
     eps = analysis_eps(df)
-    return {"ci95": intervals(entry), "curve": curve(entry), "per_group": group_intervals(entry.get("per_group", {})),
-            "analysis": {"eps": eps, "long_tail": long_tail(df, eps), "severity": severity(df, eps, attributes)}}
+    out = {"ci95": intervals(entry), "curve": curve(entry), "per_group": group_intervals(entry.get("per_group", {})),
+           "analysis": {"eps": eps, "long_tail": long_tail(df, eps), "severity": severity(df, eps, attributes)}}
+    if entry.get("threat_model") == "switch":
+        out["switch"] = switch_summary(entry, df, attributes)
+    return out
+
+
+def switch_summary(entry: dict, df: pd.DataFrame, attributes: dict[str, dict[str, str]]) -> dict:
+    """Ticket switching over the budget grid: per budget the targeted success rate (switched
+    among clean-correct images, with its interval); per image the smallest budget of the grid
+    that reached a sibling, summarised by its median and the curve of the share switched; and
+    among switched images, those sent to a smaller pack of the same line (a proxy for a cheaper
+    item: the ``size`` attribute, where it is readable)."""
+    from advrp2k.eval.siblings import pack_amount
+
+    labels = by_eps(entry["robust_acc"])
+    correct = df[df["clean_correct"]]
+    n = len(correct)
+    rate = {lab: float((~correct[ROBUST + lab]).mean()) if n else 0.0 for lab in labels}
+    smallest = sorted(label_value(lab) for lab in correct["fooled_at"].dropna()) + [float("inf")] * int(
+        correct["fooled_at"].isna().sum())
+    median = smallest[(len(smallest) - 1) // 2] if smallest else float("inf")
+    switched = correct[correct["fooled_at"].notna()]
+    smaller = 0
+    for sku, adv in zip(switched["sku"], switched["adv_sku"]):
+        mine, theirs = pack_amount(attributes.get(sku, {}).get("size", "")), pack_amount(attributes.get(adv, {}).get("size", ""))
+        smaller += int(mine is not None and theirs is not None and theirs < mine)
+    return {"clean_correct": n, "success_rate": rate,
+            "success_ci95": {lab: list(wilson_of(rate[lab], n)) for lab in labels},
+            "smallest_budget_median": None if median == float("inf") else next(
+                lab for lab in labels if label_value(lab) == median),
+            "curve": {"labels": labels, "switched": [rate[lab] for lab in labels]},
+            "switched": int(len(switched)), "to_smaller_pack": smaller,
+            "smaller_pack_note": "a switch to a sibling of a smaller pack (size attribute): a proxy for a cheaper item"}

@@ -16,6 +16,7 @@ def format_entry(entry: dict) -> str:
     lines = [f"{entry['model_id']}  ({entry['data']['description']})",
              f"  defense {entry['defense']}" + (f" at eps {entry['train_eps_label']}" if entry.get('train_eps_label') else "")
              + f", arch {entry['arch']}, {entry['n_examples']} test images",
+             *([f"  threat model {entry['threat_model']}: {entry['threat']['title']}"] if entry.get("threat") else []),
              "", f"  {'metric':<{w}}{'accuracy':>10}" + ("  95 % interval" if ci else ""), f"  {'-' * (w + 34)}",
              f"  {'clean top-1':<{w}}{entry['clean_acc']:>9.2%}{_ci_text(ci.get('clean_acc'))}",
              f"  {'clean top-5':<{w}}{entry['top5_acc']:>9.2%}{_ci_text(ci.get('top5_acc'))}"]
@@ -24,9 +25,10 @@ def format_entry(entry: dict) -> str:
         for name, per in entry.get("per_attack", {}).items() if len(names) > 1 else ():
             lines.append(f"  {'  ' + name + ' alone @ ' + label:<{w}}{per[label]:>9.2%}"
                          f"{_ci_text(ci.get('per_attack', {}).get(name, {}).get(label))}")
-        what = f"robust {names[0]}" if len(names) == 1 else "robust, worst case"
+        robust = "switch-robust" if entry.get("threat_model") == "switch" else "robust"
+        what = f"{robust} {names[0]}" if len(names) == 1 else f"{robust}, worst case"
         lines.append(f"  {what + ' @ ' + label:<{w}}{acc:>9.2%}{_ci_text(ci.get('robust_acc', {}).get(label))}")
-    lines += _format_analyses(entry)
+    lines += _format_analyses(entry) + _format_switch(entry)
     for flag in entry.get("flags", []):
         lines.append(f"  FLAG evaluation potentially unreliable: {flag['check']}: {flag['detail']}")
     proto = entry.get("evaluation_protocol") or {}
@@ -41,6 +43,21 @@ def format_entry(entry: dict) -> str:
     if entry.get("synthetic"):
         lines.append("  (synthetic data: these numbers are not RP2K results)")
     return "\n".join(lines)
+
+
+def _format_switch(entry: dict) -> list[str]:
+    """Ticket switching's summary: success rate per budget, median smallest budget, smaller packs."""
+    sw = entry.get("switch")
+    if not sw:
+        return []
+    rates = ", ".join(f"{lab} {rate:.1%}" for lab, rate in sw["success_rate"].items())
+    median = sw["smallest_budget_median"] or f"above {sw['curve']['labels'][-1]}"
+    siblings = (entry.get("threat") or {}).get("siblings", {})
+    return ["", f"  ticket switching, of {sw['clean_correct']} clean-correct images: switched to a sibling at {rates}",
+            f"    median smallest budget reaching a sibling: {median}; {sw['switched']} switched, "
+            f"{sw['to_smaller_pack']} to a smaller pack of the line (a proxy for a cheaper item)",
+            f"    siblings: {siblings.get('definition', '?')} for {siblings.get('skus_with_line', '?')} SKUs, "
+            f"fallback ({siblings.get('fallback', '?')}) for {siblings.get('skus_with_fallback', '?')}"]
 
 
 def _format_analyses(entry: dict) -> list[str]:

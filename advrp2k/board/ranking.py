@@ -22,33 +22,41 @@ from advrp2k.analysis.analyses import ranking_statistics
 from advrp2k.core.errors import UsageError
 from advrp2k.board.entries import entry_file
 from advrp2k.analysis.results import ROBUST, examples
-from advrp2k.core.ranking_rule import (MIN_APGD_STEPS, MIN_PGD_STEPS, MIN_SQUARE_QUERIES, RANK_EPS,
-                                       RANKING_EPS_LABELS)
+from advrp2k.core.ranking_rule import (MIN_APGD_STEPS, MIN_PGD_STEPS, MIN_SQUARE_QUERIES, rank_label,
+                                       ranking_labels, ranking_suite_of)
 
 log = logging.getLogger(__name__)
 ALPHA = 0.05
 
 
 def is_ranked(entry: dict) -> bool:
-    """True when the entry's attacks include PGD (at least 20 steps, cross-entropy) and AutoAttack
-    at its full budget (100 APGD steps, 5,000 Square queries) at both eps: the standard version,
-    or for a randomized model (``evaluation_protocol.randomized``) the field's "rand" version,
-    which the evaluator switches to by itself."""
+    """True when the entry's attacks include its threat model's ranking suite at every ranked
+    budget (``advrp2k.core.ranking_rule``). l_inf and l2: PGD (at least 20 steps, cross-entropy)
+    and AutoAttack at its full budget (100 APGD steps, 5,000 Square queries): the standard
+    version, or for a randomized model (``evaluation_protocol.randomized``) the field's "rand"
+    version, which the evaluator switches to by itself. Another threat model's attacks count by name."""
     attacks = [a for a in entry.get("attacks", []) if isinstance(a, dict)]
     version = "rand" if (entry.get("evaluation_protocol") or {}).get("randomized") else "standard"
+    threat = entry.get("threat_model", "linf")
 
     def has(label, test):
         return any(a.get("eps_label") == label and test(a) for a in attacks)
 
-    return all(has(lab, lambda a: a.get("name") == "pgd" and (a.get("steps") or 0) >= MIN_PGD_STEPS and a.get("loss", "ce") == "ce")
-               and has(lab, lambda a: a.get("name") == "autoattack" and a.get("version") == version
-                       and (a.get("apgd_steps") or 0) >= MIN_APGD_STEPS
-                       and (a.get("square_queries") or 0) >= MIN_SQUARE_QUERIES)
-               for lab in RANKING_EPS_LABELS)
+    def full(name):
+        if name == "pgd":
+            return lambda a: a.get("name") == "pgd" and (a.get("steps") or 0) >= MIN_PGD_STEPS and a.get("loss", "ce") == "ce"
+        if name == "autoattack":
+            return lambda a: (a.get("name") == "autoattack" and a.get("version") == version
+                              and (a.get("apgd_steps") or 0) >= MIN_APGD_STEPS
+                              and (a.get("square_queries") or 0) >= MIN_SQUARE_QUERIES)
+        return lambda a: a.get("name") == name
+
+    labels = ranking_labels(threat, (entry.get("data") or {}).get("image_size"))
+    return all(has(lab, full(name)) for lab in labels for name, _ in ranking_suite_of(threat))
 
 
 def rank_key(entry: dict):
-    return (-entry["robust_acc"].get(RANK_EPS, 0), -entry["clean_acc"], entry["model_id"])
+    return (-entry["robust_acc"].get(rank_label(entry), 0), -entry["clean_acc"], entry["model_id"])
 
 
 @dataclass
@@ -80,7 +88,9 @@ def whole_test_set(board: list[dict]) -> tuple[str | None, int] | None:
 def unranked_reason(entry: dict, whole: tuple[str | None, int] | None) -> str | None:
     """Why ``entry`` is shown apart instead of ranked (None: it is ranked)."""
     if not is_ranked(entry):
-        return "evaluated without the ranking suite (PGD-20 + AutoAttack)"
+        suite = " + ".join({"pgd": "PGD-20", "autoattack": "AutoAttack"}.get(a, a)
+                           for a, _ in ranking_suite_of(entry.get("threat_model", "linf")))
+        return f"evaluated without the ranking suite ({suite})"
     fp, n = test_set(entry)
     if whole is not None and fp == whole[0] and n < whole[1]:
         return f"partial evaluation: {n} of {whole[1]} test images"
@@ -114,11 +124,12 @@ def board_statistics(leaderboard: str | Path, rows: list[Row], seed: int = 0) ->
         except UsageError as exc:
             log.info("no ranking statistics for this board: %s: %s", e["model_id"], exc)
             return {}
-        if ROBUST + RANK_EPS not in df or (tables and len(df) != len(tables[0])):
+        label = rank_label(e)
+        if ROBUST + label not in df or (tables and len(df) != len(tables[0])):
             log.info("no ranking statistics for this board: %s has no per-example results at %s on its test set",
-                     e["model_id"], RANK_EPS)
+                     e["model_id"], label)
             return {}
-        tables.append(df[ROBUST + RANK_EPS].to_numpy())
+        tables.append(df[ROBUST + label].to_numpy())
         ids.append(e["model_id"])
     if not ids:
         return {}

@@ -9,7 +9,7 @@ import click
 from advrp2k.board.entry_text import format_entry
 from advrp2k.cli.group import cli
 from advrp2k.cli.job_options import CURVE_EPS, _job_options, _make_job
-from advrp2k.cli.params import EpsListType, parse_key_values, results_option
+from advrp2k.cli.params import parse_key_values, results_option
 from advrp2k.core.eps import parse_eps_list
 from advrp2k.core.errors import UsageError
 from advrp2k.core.ranking_rule import RANKING_EPS_LABELS
@@ -22,8 +22,12 @@ if TYPE_CHECKING:
 @cli.command("eval")
 @_job_options
 @click.option("--attacks", default="pgd", show_default=True, help="Comma-separated attack plugins.")
-@click.option("--attack-eps", type=EpsListType(), default=",".join(RANKING_EPS_LABELS), show_default=True,
-              help="Budgets to evaluate at.")
+@click.option("--threat", "threats", default="linf", show_default=True, metavar="linf|l2|switch[,...]",
+              help="Threat model(s): l_inf ball, l2 ball, ticket switching (a sibling SKU within l_inf); "
+                   "several run one after the other, each its own entry and board.")
+@click.option("--attack-eps", default=None, metavar="BUDGETS",
+              help="Budgets to evaluate at [default: the threat model's: linf " + ",".join(RANKING_EPS_LABELS)
+                   + "; l2 0.25,0.5 (1.5,3 at 224 px); switch 1/255,2/255,4/255,8/255,16/255].")
 @click.option("--attack-arg", "attack_args", multiple=True, metavar="NAME.KEY=VALUE",
               help="Option of one attack of the suite (repeatable), e.g. pgd.steps=100 or ta:MIFGSM.decay=0.9.")
 @click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
@@ -43,26 +47,46 @@ if TYPE_CHECKING:
               help="Your model's output order: dataset (the data's, 'advrp2k data classes') or a file of SKU names.")
 @click.option("--name", help="Your model's name in its entry id (External_<name>); default the factory or arch.")
 @click.pass_context
-def eval_cmd(ctx, attacks, attack_eps, attack_args, n_examples, batch_size_eval, curve, cascade, restart, no_escalate,
-             leaderboard, force, model_spec, weights, classes_from, name, **kw):
-    """Train (or reuse) a defended model, evaluate it, write a leaderboard entry."""
+def eval_cmd(ctx, threats, attacks, attack_eps, attack_args, n_examples, batch_size_eval, curve, cascade, restart,
+             no_escalate, leaderboard, force, model_spec, weights, classes_from, name, **kw):
+    """Train (or reuse) a defended model, evaluate it, write a leaderboard entry (one per threat model)."""
+    from advrp2k.core.threat import parse_threats
+
+    chosen = parse_threats(threats)
+    if attack_eps is not None and len(chosen) > 1:
+        raise UsageError("--attack-eps gives one threat model's budgets: pass one --threat with it, or leave it out "
+                         "(each threat model then uses its own budgets)")
+    if curve:
+        if attack_eps is not None:
+            raise UsageError("--curve evaluates its own eps grid: leave out --attack-eps")
+        if [t.name for t in chosen] != ["linf"]:
+            raise UsageError("--curve is the l_inf eps grid: use it with --threat linf")
+        attack_eps = CURVE_EPS
+    for position, threat in enumerate(chosen):
+        if position:
+            click.echo("")
+        budgets = (parse_eps_list(attack_eps) if threat.name == "linf" else threat.parse_budgets(attack_eps)) \
+            if attack_eps is not None else None
+        _eval_one(ctx, threat.name, budgets, attacks, attack_args, n_examples, batch_size_eval, cascade, restart,
+                  no_escalate, leaderboard, force, model_spec, weights, classes_from, name, kw)
+
+
+def _eval_one(ctx, threat, attack_eps, attacks, attack_args, n_examples, batch_size_eval, cascade, restart,
+              no_escalate, leaderboard, force, model_spec, weights, classes_from, name, kw) -> None:
+    """One threat model's evaluation: its entry written and printed."""
     from advrp2k.jobs.job import attack_specs
     from advrp2k.jobs.run import run_eval
-
-    if curve:
-        if ctx.get_parameter_source("attack_eps") is not click.core.ParameterSource.DEFAULT:
-            raise UsageError("--curve evaluates its own eps grid: leave out --attack-eps")
-        attack_eps = parse_eps_list(CURVE_EPS)
 
     job = _make_job(**kw, attack_eps=attack_eps, n_examples=n_examples, leaderboard=leaderboard,
                     per_attack=not cascade, restart=restart, batch_size_eval=batch_size_eval, escalate=not no_escalate,
                     force=force)
+    job.threat = threat
     if model_spec or weights:
         _give_model(ctx, job, model_spec, weights, classes_from, name)
     elif classes_from or name:
         raise UsageError("--classes and --name describe your own model: pass them with --model or --weights")
     names = [a.strip() for a in attacks.split(",") if a.strip()]
-    job.attacks = apply_attack_args(attack_specs(names, job.protocol), attack_args)
+    job.attacks = apply_attack_args(attack_specs(names, job.protocol, threat), attack_args)
     out = run_eval(job)
     if out["entry"] is None:
         return  # under torchrun only the main process writes and prints
@@ -145,6 +169,17 @@ def list_cmd(kind):
             click.echo(f"{name}: {', '.join(shown)}")
             if name == "archs":  # built from a prefix, not registered one by one
                 click.echo("  also: timm:<name> (any timm architecture), rb:<RobustBench ImageNet Linf model>")
+            if name == "attacks":
+                click.echo("  by threat model (--threat): " + _attacks_by_threat(reg))
+
+
+def _attacks_by_threat(reg) -> str:
+    """``linf: a, b; l2: c`` — which attacks serve which threat model."""
+    from advrp2k.core.threat import THREAT_MODELS
+
+    served = {t: [n for n in reg.names() if t in getattr(reg.get(n), "threats", ("linf",))] for t in THREAT_MODELS}
+    return "; ".join(f"{t}: {', '.join(names) if len(names) <= 8 else ', '.join(names[:8]) + f' and {len(names) - 8} more'}"
+                     for t, names in served.items())
 
 
 @cli.group("plugins", invoke_without_command=True)

@@ -66,12 +66,21 @@ def parse_eps_list(text: str) -> list[Eps]:
 
 
 def label_value(label: str) -> float:
-    """The budget a results label (``"8/255"``, ``"0.03"``, ``"0"``) stands for: the one way
-    every layer reads a label back. An unreadable label is ``inf``, so it sorts last."""
+    """The budget a results label (``"8/255"``, ``"0.03"``, ``"0"``; another threat model's
+    ``"3"``, ``"2%"``) stands for: the one way every layer reads a label back. An unreadable
+    label is ``inf``, so it sorts last."""
+    text = str(label).strip()
     try:
-        return parse_eps(label, allow_zero=True).value
-    except UsageError:
+        if text.endswith("%"):
+            value = float(text[:-1]) / 100
+        elif "/" in text:
+            num, den = text.split("/", 1)
+            value = float(Fraction(int(num.strip()), int(den.strip())))
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
         return float("inf")
+    return value if math.isfinite(value) and value >= 0 else float("inf")
 
 
 def by_eps(labels) -> list[str]:

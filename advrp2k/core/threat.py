@@ -51,6 +51,7 @@ class ThreatModel:
     goal: str = "untargeted"
     large_image_budgets: tuple[str, ...] = ()  # l2 at 224 px and above (RobustBench's ImageNet eps 3.0)
     checks: dict = field(default_factory=dict)
+    ranked_budgets: tuple[str, ...] = ()  # the budgets a ranked entry covers (empty: the default budgets)
 
     def parse_budget(self, text) -> Eps:
         """The user's budget (``8/255``, ``0.5``, ``2%``, ``3``) as an ``Eps`` labelled the way results key it.
@@ -70,6 +71,12 @@ class ThreatModel:
         """The default budgets; l2's grow with the image (0.25, 0.5 below 224 px; 1.5, 3.0 at 224 and up)."""
         texts = self.large_image_budgets if (self.large_image_budgets and (image_size or 0) >= 224) else self.budgets
         return [self.parse_budget(t) for t in texts]
+
+    def ranking_budgets(self, image_size: int | None = None) -> list[Eps]:
+        """The budgets a ranked entry must cover; boards rank by the last (the largest)."""
+        if self.ranked_budgets:
+            return [self.parse_budget(t) for t in self.ranked_budgets]
+        return self.default_budgets(image_size)
 
     def heading(self, label: str) -> str:
         """A budget label as tables head it (``eps 8/255``, ``l2 0.5``, ``2% of the area``, ``severity 3``)."""
@@ -141,7 +148,7 @@ THREAT_MODELS: dict[str, ThreatModel] = {t.name: t for t in (
                 "l_inf radius in [0, 1] pixel units; success only on a sibling SKU",
                 ("1/255", "2/255", "4/255", "8/255", "16/255"), (("pgd", {"steps": 20, "restarts": 1}),),
                 ("Madry et al. 2018, arXiv:1706.06083 (targeted at a set of classes)",),
-                goal="sibling",
+                goal="sibling", ranked_budgets=("4/255", "8/255"),
                 checks={"ball and box": _BALL, "re-verification": "applies: the returned point's class must be a sibling",
                         "determinism": "applies", "escalation": "applies: remedies that serve switch only",
                         "convergence": "applies"}),
@@ -155,7 +162,7 @@ def threat_model(name: str) -> ThreatModel:
         UsageError: an unknown name, with the closest known one.
     """
     if name not in THREAT_MODELS:
-        close = difflib.get_close_matches(str(name), list(THREAT_MODELS), n=1)
+        close = difflib.get_close_matches(str(name), list(THREAT_MODELS), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UsageError(f"unknown threat model {name!r}{hint}: use one of {', '.join(THREAT_MODELS)}")
     return THREAT_MODELS[name]

@@ -110,7 +110,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
              device: torch.device, batch_size: int = 256, progress: Callable | None = None,
              num_classes: int | None = None, sanity_checks: bool = True, state: EvalState | None = None,
              per_attack: bool = True, escalate: bool = True, precision: str = "fp32", seed: int = 0,
-             threat: str = "linf", goal: Callable | None = None) -> EvalResult:
+             threat: str = "linf", goal=None) -> EvalResult:
     """Evaluate ``model`` on images ``x`` (uint8 or [0, 1] float, on the CPU) and labels ``y``.
 
     Args:
@@ -126,9 +126,9 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
             suite's attacks carry it already: ``AttackSpec.reseeded``).
         threat: the threat model (``advrp2k.core.threat``) the suite attacks under; escalation
             runs only remedies that serve it.
-        goal: for a targeted threat model (ticket switching), ``goal(model, clean_correct)`` gives
-            per example the classes that count as a success (a bool (examples, classes) tensor);
-            None: any wrong class.
+        goal: for a targeted threat model (ticket switching, ``advrp2k.eval.siblings.SiblingGoal``),
+            ``goal.rows(model, x, y, device, batch_size)`` gives per example the classes that count
+            as a success (a bool (examples, classes) tensor); None: any wrong class.
 
     A model that is not deterministic is evaluated under the randomized protocol: each attack
     configures itself for it (expectation over transformation) and every verdict is taken over
@@ -147,7 +147,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     clean, top5, flags, protocol = _clean_and_protocol(model, x, y, device, batch_size, progress, num_classes,
                                                        sanity_checks, state)
     suite = randomized_suite(attacks, protocol) if protocol.randomized else attacks
-    goal_rows = goal(model, clean) if goal is not None else None
+    goal_rows = goal.rows(model, x, y, device, batch_size) if goal is not None else None
     engine = Engine(model, x, y, clean, device, batch_size, progress, state, protocol.verdict_passes, precision,
                     goal_rows)
     by_attack = engine.run(suite, eps_list, per_attack)

@@ -49,25 +49,31 @@ class Job:
     explicit: dict = field(default_factory=dict)  # protocol fields set on the command line (arch, image_size)
     force: bool = False  # replace an entry even when this evaluation is weaker (fewer attacks, eps or images)
     given: GivenModel | None = None  # the user's own model (--model/--weights, advrp2k.benchmark): not trained
+    threat: str = "linf"  # the threat model (advrp2k.core.threat) the suite attacks under
 
     def suite(self) -> list[AttackSpec]:
-        """The attack suite: the one asked for, else the protocol's PGD."""
-        return self.attacks or default_attacks(self.protocol)
+        """The attack suite under the job's threat model: the one asked for, else the protocol's PGD."""
+        specs = self.attacks or default_attacks(self.protocol)
+        return [s if s.threat == self.threat else s.under(self.threat) for s in specs]
 
 
 def default_attacks(protocol: Protocol) -> list[AttackSpec]:
     return [AttackSpec("pgd", {"steps": protocol.eval_steps, "restarts": protocol.eval_restarts})]
 
 
-def attack_specs(names: list[str], protocol: Protocol) -> list[AttackSpec]:
-    """The suite named by ``names`` (``eval --attacks``, ``benchmark(attacks=...)``): ``pgd`` with
-    the protocol's steps and restarts, every other attack with its declared defaults. An unknown
-    name is refused with the closest known one."""
+def attack_specs(names: list[str], protocol: Protocol, threat: str = "linf") -> list[AttackSpec]:
+    """The suite named by ``names`` (``eval --attacks``, ``benchmark(attacks=...)``) under ``threat``:
+    ``pgd`` with the protocol's steps and restarts, every other attack with its declared defaults.
+    An unknown name is refused with the closest known one, an attack that does not serve the
+    threat model with the ones it serves."""
     from advrp2k.plugins.registry import ATTACKS
 
     for name in names:
-        ATTACKS.info(name)
-    return [default_attacks(protocol)[0] if n == "pgd" else AttackSpec(n) for n in names]
+        served = getattr(ATTACKS.info(name).obj, "threats", ("linf",))
+        if threat not in served:
+            raise UsageError(f"attack {name} does not serve threat model {threat} (it serves {', '.join(served)}): "
+                             f"'advrp2k list attacks' says which attacks serve which threat model")
+    return [default_attacks(protocol)[0].under(threat) if n == "pgd" else AttackSpec(n, threat=threat) for n in names]
 
 
 @dataclass

@@ -33,7 +33,8 @@ from advrp2k.board.entries import SCHEMA_VERSION, entry_file, write_entry
 from advrp2k.jobs.model_store import LoadedModel, defense_for, get_model
 from advrp2k.models.factory import check_arch, resolve_device
 from advrp2k.core.paths import cache_home
-from advrp2k.core.ranking_rule import RANKING_EPS, RANKING_SUITE
+from advrp2k.core.ranking_rule import RANKING_EPS, ranking_suite_of
+from advrp2k.core.threat import threat_model
 from advrp2k.core.precision import place_model, resolve_precision
 from advrp2k.core.machine import numeric_identity
 from advrp2k.analysis.results import examples_path, frame
@@ -49,9 +50,19 @@ def default_eval_batch_size(device: torch.device) -> int:
     return 512 if device.type == "cuda" else 128
 
 
-def ranking_suite() -> list[AttackSpec]:
-    """The fixed suite every ranked entry was evaluated with (``advrp2k submit`` runs exactly this)."""
-    return [AttackSpec(name, dict(options)) for name, options in RANKING_SUITE]
+def ranking_suite(threat: str = "linf") -> list[AttackSpec]:
+    """The fixed suite every ranked entry of ``threat`` was evaluated with (``advrp2k submit`` runs exactly this)."""
+    return [AttackSpec(name, dict(options), threat) for name, options in ranking_suite_of(threat)]
+
+
+def job_budgets(job: Job, image_size: int | None = None) -> list[Eps]:
+    """The budgets a job evaluates: the ones asked for, else its threat model's defaults
+    (l_inf: the ranking eps; l2's depend on the image size)."""
+    if job.attack_eps:
+        return list(job.attack_eps)
+    if job.threat == "linf":
+        return list(RANKING_EPS)
+    return threat_model(job.threat).default_budgets(image_size or job.protocol.image_size)
 
 
 def check_job(job: Job) -> None:
@@ -64,8 +75,9 @@ def check_job(job: Job) -> None:
     if twice:
         raise UsageError(f"attack {', '.join(twice)} is listed twice in the suite: list each attack once "
                          f"(set its options instead of repeating it)")
+    largest = job_budgets(job)[-1]
     for spec in attacks:
-        spec.build_for_evaluation(RANKING_EPS[-1])  # unknown attacks and bad or unhonoured options fail now
+        spec.build_for_evaluation(largest)  # unknown attacks, other threat models, bad or unhonoured options fail now
     if job.hand_fields:
         from advrp2k.board.entries import validate_hand_fields
 
@@ -88,7 +100,7 @@ def run_eval(job: Job) -> dict:
     prep = load_job_data(job)
     loaded = get_model(job, prep, device)
     attacks = [a.reseeded(job.seed) for a in job.suite()]  # --seed reaches them
-    eps_list = job.attack_eps or list(RANKING_EPS)
+    eps_list = job_budgets(job, prep.image_size)
     if job.reuse_entry:
         reused = _matching_entry(job, prep, loaded, attacks, eps_list)
         if reused is not None:
@@ -110,7 +122,8 @@ def run_eval(job: Job) -> dict:
         result = evaluate(place_model(loaded.model, precision, device, job.compile), x, y, attacks, eps_list, device,
                           job.batch_size_eval or default_eval_batch_size(device), job.progress,
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
-                          escalate=job.escalate, precision=precision, seed=job.seed)
+                          escalate=job.escalate, precision=precision, seed=job.seed, threat=job.threat,
+                          goal=_goal(job, prep))
         if not distributed.is_main():  # the main process writes the one entry
             return {"entry": None, "path": None, "result": result}
         entry = build_entry(job, prep, loaded, result, device)
@@ -123,6 +136,15 @@ def run_eval(job: Job) -> dict:
             state.publish(final)
             path = write_entry(job.leaderboard, entry)
     return {"entry": entry, "path": str(path), "result": result}
+
+
+def _goal(job: Job, prep: JobData):
+    """The threat model's goal: ticket switching's siblings, else None (any wrong class)."""
+    if threat_model(job.threat).goal != "sibling":
+        return None
+    from advrp2k.eval.siblings import SiblingGoal
+
+    return SiblingGoal(prep.scan.classes, prep.scan.attributes)
 
 
 def _stored_result(job: Job, prep: JobData, loaded: LoadedModel, state: EvalState) -> dict | None:
@@ -204,7 +226,7 @@ def _identity(job: Job, record: dict):
 
 
 def _entry_path(job: Job, prep: JobData, mid: str) -> Path:
-    return entry_file(job.leaderboard, prep.source.name, "linf", mid)
+    return entry_file(job.leaderboard, prep.source.name, job.threat, mid)
 
 
 def _examples_path(job: Job, prep: JobData, mid: str) -> Path:
@@ -217,7 +239,7 @@ def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n, precision:
     compile, escalation, and the versions of advrp2k and the attack libraries. A saved or
     published file of any other evaluation is never reported as this one's.
 
-    While running they live in ``<leaderboard>/examples/<dataset>/linf/.partial/<model_id>-<key>.json``
+    While running they live in ``<leaderboard>/examples/<dataset>/<threat>/.partial/<model_id>-<key>.json``
     (two runs of the same model and config share the file; runs of different ones never
     collide); when complete they are published as ``.../<model_id>.json`` beside the entry.
     """
@@ -227,7 +249,9 @@ def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n, precision:
               "attacks": [{"name": a.name, "options": a.options} for a in attacks],
               "configs": [a.build(e).config() for a in attacks for e in sorted(eps_list)],
               "precision": precision, "compile": job.compile, "escalate": job.escalate, "seed": job.seed,
-              "versions": attack_library_versions(), "evaluation_version": EVALUATION_VERSION}
+              "versions": attack_library_versions(), "evaluation_version": EVALUATION_VERSION,
+              # l_inf keys stay as they were, so the published per-example results still match
+              **({"threat_model": job.threat} if job.threat != "linf" else {})}
     key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:16]
     final = _examples_path(job, prep, mid)
     path = final.parent / ".partial" / f"{mid}-{key}.json"
@@ -296,7 +320,8 @@ def build_entry(job: Job, prep: JobData, loaded: LoadedModel, result: EvalResult
     entry = {
         "schema_version": SCHEMA_VERSION,
         "model_id": mid,
-        "dataset": prep.source.name, "synthetic": prep.source.synthetic, "threat_model": "linf",
+        "dataset": prep.source.name, "synthetic": prep.source.synthetic, "threat_model": job.threat,
+        **({"threat": _threat_record(job, prep)} if job.threat != "linf" else {}),
         "data": {"description": prep.source.description, "fingerprint": prep.scan.fingerprint,
                  "n_classes": len(prep.scan.classes), "image_size": prep.image_size, "split": "test",
                  "n_test": len(prep.scan.samples["test"]),
@@ -322,6 +347,14 @@ def build_entry(job: Job, prep: JobData, loaded: LoadedModel, result: EvalResult
         **job.hand_fields,
     }
     return entry
+
+
+def _threat_record(job: Job, prep: JobData) -> dict:
+    """What the entry states of its threat model: the set, goal, references, which integrity
+    checks apply, and for ticket switching how siblings were defined."""
+    record = threat_model(job.threat).describe()
+    goal = _goal(job, prep)
+    return {**record, **({"siblings": goal.record()} if goal is not None else {})}
 
 
 def random_streams(attacks) -> str:

@@ -1,0 +1,192 @@
+"""Threat models (issue: retail's own threats): the l2 ball, ticket switching, and their place on
+the command line, in entries and on the boards."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from advrp2k.core.errors import AttackContractError, IntegrityError, UsageError
+from advrp2k.core.threat import check_point, distances, parse_threats, threat_model
+from advrp2k.eval.evaluator import evaluate
+from advrp2k.eval.siblings import SiblingGoal, pack_amount
+from advrp2k.plugins.attack import Attack, AttackResult, create_attack
+from advrp2k.plugins.attack_spec import AttackSpec
+from advrp2k.plugins.registry import ATTACKS, register_attack
+from conftest import tiny_cnn
+from helpers import invoke, random_batch
+
+L2 = threat_model("l2")
+
+
+def test_budgets_parse_per_threat_model():
+    assert L2.parse_budget("0.5").label == "0.5" and L2.parse_budget("3").value == 3.0
+    assert [e.label for e in L2.default_budgets(32)] == ["0.25", "0.5"]
+    assert [e.label for e in L2.default_budgets(224)] == ["1.5", "3"]
+    assert threat_model("switch").parse_budget("8/255").label == "8/255"
+    with pytest.raises(UsageError, match="did you mean l2"):
+        threat_model("l3")
+    with pytest.raises(UsageError, match="not a number"):
+        L2.parse_budget("half")
+    assert [t.name for t in parse_threats("l2, linf,l2")] == ["l2", "linf"]
+
+
+def test_l2_pgd_never_leaves_its_ball_in_float64():
+    model, (x, y) = tiny_cnn().eval(), random_batch(32, size=8)
+    for eps in ("0.1", "0.5", "2"):
+        res = create_attack("pgd", eps, threat="l2", steps=10)(model, x, y, index=torch.arange(32))
+        d = distances(L2, x, res.x_adv)
+        assert float(d.max()) <= float(eps) + 1e-6
+        assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    # the l2 attack is stronger than nothing: at eps 2 it fools some of what the clean model gets right
+    with torch.no_grad():
+        right = model(x).argmax(1) == y
+    assert bool((res.fooled & right).any())
+
+
+def test_the_l2_check_rejects_a_point_inside_the_linf_ball_but_outside_the_l2_ball():
+    x = torch.full((2, 3, 8, 8), 0.5)
+    x_adv = x + 8 / 255  # l_inf 0.031, l2 0.031 * sqrt(192) = 0.43
+    eps = L2.parse_budget("0.25")
+    with pytest.raises(AttackContractError, match="outside the l2 ball"):
+        check_point(L2, "cheat", eps, x, x_adv)
+    check_point(threat_model("linf"), "fine", threat_model("linf").parse_budget("8/255"), x, x_adv)
+
+
+def test_an_attack_refuses_a_threat_model_it_does_not_serve():
+    with pytest.raises(UsageError, match="does not serve threat model 'l2'"):
+        create_attack("fgsm", "0.5", threat="l2")
+    with pytest.raises(UsageError, match="does not serve threat model 'linf'.*serves l2"):
+        create_attack("ta:PGDL2", "8/255")
+    attack = create_attack("ta:PGDL2", "0.5", threat="l2", steps=3)
+    model, (x, y) = tiny_cnn().eval(), random_batch(8)
+    res = attack(model, x, y, index=torch.arange(8))
+    assert float(distances(L2, x, res.x_adv).max()) <= 0.5 + 1e-6
+
+
+class Lines(nn.Module):
+    """Four classes, two product lines ({0, 1} and {2, 3}). The logits are fixed offsets plus a
+    small multiple of the mean pixel, so an image of class 0 can be pushed to class 2 (not a
+    sibling) far more easily than to class 1 (its sibling)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("offsets", torch.tensor([1.0, -5.0, 0.9, -5.0]))
+        self.register_buffer("slopes", torch.tensor([-1.0, 0.0, 1.0, 0.0]))
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))[:, None]
+        return self.offsets + self.slopes * m * 0.2
+
+
+LINES = {f"sku{i}": {"brand": "b" + "ab"[i // 2], "product_type": "t", "size": ("250ml", "1L")[i % 2]}
+         for i in range(4)}
+
+
+def test_siblings_come_from_brand_and_product_type_with_a_logit_fallback():
+    goal = SiblingGoal([f"sku{i}" for i in range(4)], LINES)
+    assert goal.table.tolist() == [[False, True, False, False], [True, False, False, False],
+                                   [False, False, False, True], [False, False, True, False]]
+    assert goal.smaller[1, 0] and not goal.smaller[0, 1]
+    lone = SiblingGoal([f"sku{i}" for i in range(4)], {"sku0": {"brand": "x", "product_type": "t"}}, k=2)
+    assert lone.fallback == [0, 1, 2, 3]
+    x, y = torch.full((4, 3, 4, 4), 0.5), torch.tensor([0, 1, 2, 3])
+    rows = lone.rows(Lines(), x, y, torch.device("cpu"), 4)
+    assert rows[0].tolist() == [False, False, True, True]  # class 0's next-ranked classes: 2 (0.9), then 1 / 3
+    assert pack_amount("1L") == 1000 and pack_amount("500 g") == 500 and pack_amount("big") is None
+
+
+def test_ticket_switching_counts_only_a_sibling_prediction():
+    """PGD pushes class-0 images to class 2 at a large budget (untargeted: fooled); under ticket
+    switching class 2 is not a sibling, and class 1 stays out of reach, so nothing is switched."""
+    x, y = torch.full((6, 3, 4, 4), 0.05), torch.zeros(6, dtype=torch.long)
+    model, classes = Lines(), [f"sku{i}" for i in range(4)]
+    spec = [AttackSpec("pgd", {"steps": 10})]
+    budgets = [threat_model("linf").parse_budget("1")]
+    untargeted = evaluate(model, x, y, spec, budgets, torch.device("cpu"), sanity_checks=False, escalate=False)
+    assert list(untargeted.robust_acc().values()) == [0.0]
+    switched = evaluate(model, x, y, [s.under("switch") for s in spec], budgets, torch.device("cpu"),
+                        sanity_checks=False, escalate=False, threat="switch", goal=SiblingGoal(classes, LINES))
+    assert list(switched.robust_acc().values()) == [1.0]
+
+
+@pytest.fixture
+def claims_any_wrong_class():
+    """A switch attack that returns a non-sibling fooling point and claims it as a switch."""
+    @register_attack("nonsibling_cheat")
+    class Cheat(Attack):
+        threats = ("switch",)
+
+        def perturb(self, model, x, y, init=None, generator=None):
+            return AttackResult((x + self.eps.value).clamp(0, 1), torch.ones(len(x), dtype=torch.bool))
+
+    yield "nonsibling_cheat"
+    ATTACKS.unregister("nonsibling_cheat")
+
+
+def test_a_claimed_switch_to_a_non_sibling_fails_re_verification(claims_any_wrong_class):
+    x, y = torch.full((4, 3, 4, 4), 0.05), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(IntegrityError, match="re-verification"):
+        evaluate(Lines(), x, y, [AttackSpec(claims_any_wrong_class, threat="switch")],
+                 [threat_model("switch").parse_budget("1")], torch.device("cpu"), sanity_checks=False,
+                 escalate=False, threat="switch", goal=SiblingGoal([f"sku{i}" for i in range(4)], LINES))
+
+
+def test_eval_writes_one_entry_per_threat_model(tiny_synth, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVRP2K_HOME", str(tmp_path / "home"))
+    result = invoke("eval", "--defense", "standard", "--dataset", "rp2k_synth", "--data", tiny_synth, "--epochs", 2,
+                    "--threat", "l2,switch", "--leaderboard", tmp_path / "lb")
+    assert result.exit_code == 0, result.output
+    l2 = json.loads((tmp_path / "lb/entries/rp2k_synth/l2/Standard_smallcnn.json").read_text())
+    switch = json.loads((tmp_path / "lb/entries/rp2k_synth/switch/Standard_smallcnn.json").read_text())
+    assert set(l2["robust_acc"]) == {"0.25", "0.5"} and l2["threat"]["geometry"] == "l2"
+    assert all(a["threat_model"] == "l2" for a in l2["attacks"])
+    assert set(switch["robust_acc"]) == {"1/255", "2/255", "4/255", "8/255", "16/255"}
+    assert switch["threat"]["siblings"]["skus_with_line"] == 8
+    assert "ticket switching, of" in result.output and "threat model l2" in result.output
+    # every switched image went to a sibling of its SKU (same brand and product type)
+    from advrp2k.analysis.results import examples
+
+    df = examples(tmp_path / "lb/entries/rp2k_synth/switch/Standard_smallcnn.json")
+    fooled = df[df["fooled_by"].notna()]
+    assert len(fooled) > 0
+    from advrp2k.data.tables import read_attributes
+
+    attrs = {k: (v["brand"], v["product_type"]) for k, v in read_attributes(tiny_synth / "attributes.csv").items()}
+    assert all(attrs[a] == attrs[s] and a != s for s, a in zip(fooled["sku"], fooled["adv_sku"]))
+
+
+def test_threat_options_are_checked_before_any_work(tmp_path):
+    out = invoke("eval", "--threat", "l2,linf", "--attack-eps", "0.5", "--leaderboard", tmp_path)
+    assert out.exit_code != 0 and "--attack-eps gives one threat model's budgets" in out.output
+    out = invoke("eval", "--threat", "patchy", "--leaderboard", tmp_path)
+    assert out.exit_code != 0 and "unknown threat model 'patchy'" in out.output and "Traceback" not in out.output
+    out = invoke("eval", "--threat", "l2", "--attacks", "pgd,fgsm", "--leaderboard", tmp_path)
+    assert out.exit_code != 0 and "fgsm does not serve threat model l2" in out.output
+
+
+def test_ranking_follows_each_threat_models_suite_and_budgets():
+    from advrp2k.board.ranking import is_ranked, rank_key
+
+    def entry(threat, labels, names, size=32):
+        attacks = [{"name": n, "eps_label": lab, "steps": 20, "version": "standard", "apgd_steps": 100,
+                    "square_queries": 5000} for lab in labels for n in names]
+        return {"threat_model": threat, "attacks": attacks, "data": {"image_size": size}, "model_id": "m",
+                "clean_acc": 0.5, "robust_acc": {lab: 0.1 for lab in labels}}
+
+    assert is_ranked(entry("l2", ["0.25", "0.5"], ["pgd", "autoattack"]))
+    assert not is_ranked(entry("l2", ["0.25", "0.5"], ["pgd"]))
+    assert not is_ranked(entry("l2", ["0.25", "0.5"], ["pgd", "autoattack"], size=224))  # needs 1.5 and 3
+    assert is_ranked(entry("switch", ["4/255", "8/255"], ["pgd"]))
+    assert rank_key(entry("l2", ["0.25", "0.5"], ["pgd"]))[0] == -0.1
+
+
+@pytest.mark.parametrize("name,options", [("autoattack", {"apgd_steps": 5, "square_queries": 20}),
+                                          ("apgd_ce", {"steps": 5}), ("square", {"queries": 20})])
+def test_the_reference_attacks_run_under_l2_inside_the_ball(name, options):
+    model, (x, y) = tiny_cnn().eval(), random_batch(8, classes=10)
+    res = create_attack(name, "0.5", threat="l2", **options)(model, x, y, index=torch.arange(8))
+    assert float(distances(L2, x, res.x_adv).max()) <= 0.5 + 1e-6
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
