@@ -31,6 +31,7 @@ _PUBLIC = {
     "THREAT_MODELS": "advrp2k.core.threat", "threat_model": "advrp2k.core.threat", "project": "advrp2k.core.threat",
     "steepest_step": "advrp2k.core.threat", "start_from_uniform": "advrp2k.core.threat",
     "check_point": "advrp2k.core.threat", "distances": "advrp2k.core.threat",
+    "shelf_candidates": "advrp2k.core.shelf", "shelf_apply": "advrp2k.core.shelf",
     "AdversarialTraining": "advrp2k.plugins.defense", "Defense": "advrp2k.plugins.defense",
     "TestTimeDefense": "advrp2k.plugins.defense", "TrainingDefense": "advrp2k.plugins.defense",
     "create_defense": "advrp2k.plugins.defense",
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; nothing here runs
     from advrp2k.plugins.attack import BALL_TOLERANCE, Attack, AttackResult, create_attack, frozen_eval, project_linf
     from advrp2k.plugins.defense import (AdversarialTraining, Defense, TestTimeDefense, TrainingDefense,
                                          create_defense)
+    from advrp2k.core.shelf import shelf_apply, shelf_candidates
     from advrp2k.core.threat import THREAT_MODELS, check_point, distances, project, start_from_uniform, steepest_step, threat_model
     from advrp2k.plugins.losses import LOSSES, set_margin
     from advrp2k.plugins.options import Option

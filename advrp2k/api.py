@@ -140,7 +140,9 @@ def _attacks(attacks, protocol, threat: str = "linf"):
     from advrp2k.plugins.attack_spec import AttackSpec
 
     if attacks is None:
-        return [s.under(threat) for s in default_attacks(protocol)]
+        from advrp2k.core.threat import threat_model
+
+        return attack_specs(list(threat_model(threat).default_attacks), protocol, threat)
     if attacks == "ranking":
         return ranking_suite(threat)
     if isinstance(attacks, str):

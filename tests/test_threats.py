@@ -190,3 +190,75 @@ def test_the_reference_attacks_run_under_l2_inside_the_ball(name, options):
     res = create_attack(name, "0.5", threat="l2", **options)(model, x, y, index=torch.arange(8))
     assert float(distances(L2, x, res.x_adv).max()) <= 0.5 + 1e-6
     assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+
+
+# --- shelf conditions ---------------------------------------------------------------------
+
+def test_corruptions_are_identical_across_runs_and_batch_sizes():
+    from advrp2k.core.shelf import CORRUPTIONS, GRID, apply, candidates
+
+    x, _ = random_batch(6, size=16, seed=4)
+    index = [10, 11, 12, 13, 14, 15]
+    for k in list(range(len(CORRUPTIONS))) + [len(CORRUPTIONS) + 5, len(candidates()) - 1]:
+        for s in (1, 5):
+            whole = apply(x, index, s, k)
+            assert torch.equal(whole, apply(x, index, s, k)), candidates()[k]
+            singles = torch.cat([apply(x[i:i + 1], [index[i]], s, k) for i in range(6)])
+            assert torch.equal(whole, singles), candidates()[k]
+            assert whole.min() >= 0 and whole.max() <= 1
+            assert torch.equal(whole, (whole * 255).round() / 255)  # 8-bit levels
+    assert len(GRID) == 80
+    # a corruption's draws follow the example's index, not its place in the batch
+    glare = list(CORRUPTIONS).index("glare")
+    assert not torch.equal(apply(x[:1], [0], 3, glare), apply(x[:1], [1], 3, glare))
+
+
+def test_every_corruption_changes_the_image_and_more_at_higher_severity():
+    from advrp2k.core.shelf import CORRUPTIONS, corrupt
+
+    x, _ = random_batch(4, size=32, seed=5)
+    x = (x * 0.5 + 0.25)  # room for glare and casts to show
+    for name in CORRUPTIONS:
+        mild, severe = ((corrupt(x, [0, 1, 2, 3], name, s) - x).abs().mean() for s in (1, 5))
+        assert mild > 0 and severe > mild, name
+
+
+@pytest.fixture
+def unstated_shelf_point():
+    """A shelf attack that names the identity but returns a brightened image."""
+    @register_attack("shelf_cheat")
+    class Cheat(Attack):
+        threats = ("shelf",)
+
+        def perturb(self, model, x, y, init=None, generator=None):
+            return AttackResult((x + 0.2).clamp(0, 1), torch.ones(len(x), dtype=torch.bool),
+                                extra={"choices": [-1] * len(x)})
+
+    yield "shelf_cheat"
+    ATTACKS.unregister("shelf_cheat")
+
+
+def test_a_shelf_point_that_is_not_its_stated_transform_is_rejected(unstated_shelf_point):
+    model, (x, y) = tiny_cnn(), random_batch(8)
+    with pytest.raises(AttackContractError, match="not the transforms it names"):
+        evaluate(model, x, y, [AttackSpec(unstated_shelf_point, threat="shelf")],
+                 [threat_model("shelf").parse_budget("2")], torch.device("cpu"), sanity_checks=False,
+                 escalate=False, threat="shelf")
+
+
+def test_the_shelf_worst_case_is_never_above_the_mean_corruption_accuracy(tiny_synth, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVRP2K_HOME", str(tmp_path / "home"))
+    result = invoke("eval", "--defense", "standard", "--dataset", "rp2k_synth", "--data", tiny_synth, "--epochs", 2,
+                    "--threat", "shelf", "--attack-eps", "1,3", "--leaderboard", tmp_path / "lb")
+    assert result.exit_code == 0, result.output
+    entry = json.loads((tmp_path / "lb/entries/rp2k_synth/shelf/Standard_smallcnn.json").read_text())
+    assert set(entry["shelf"]["mean"]) == {"1", "3"} and len(entry["shelf"]["per_corruption"]) == 10
+    for label, worst in entry["robust_acc"].items():
+        assert worst <= min(entry["shelf"]["per_corruption"][c][label] for c in entry["shelf"]["per_corruption"])
+    assert entry["threat"]["checks"]["convergence"].startswith("does not apply")
+    assert "mean corruption accuracy" in result.output
+
+    from advrp2k.eval.corruption import check_worst_below_mean
+
+    with pytest.raises(IntegrityError, match="worst case"):
+        check_worst_below_mean({"3": 0.6}, {"mean": {"3": 0.5}})

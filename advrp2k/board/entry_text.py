@@ -27,8 +27,9 @@ def format_entry(entry: dict) -> str:
                          f"{_ci_text(ci.get('per_attack', {}).get(name, {}).get(label))}")
         robust = "switch-robust" if entry.get("threat_model") == "switch" else "robust"
         what = f"{robust} {names[0]}" if len(names) == 1 else f"{robust}, worst case"
-        lines.append(f"  {what + ' @ ' + label:<{w}}{acc:>9.2%}{_ci_text(ci.get('robust_acc', {}).get(label))}")
-    lines += _format_analyses(entry) + _format_switch(entry)
+        at = f"severity {label}" if entry.get("threat_model") == "shelf" else label
+        lines.append(f"  {what + ' @ ' + at:<{w}}{acc:>9.2%}{_ci_text(ci.get('robust_acc', {}).get(label))}")
+    lines += _format_analyses(entry) + _format_switch(entry) + _format_shelf(entry)
     for flag in entry.get("flags", []):
         lines.append(f"  FLAG evaluation potentially unreliable: {flag['check']}: {flag['detail']}")
     proto = entry.get("evaluation_protocol") or {}
@@ -43,6 +44,18 @@ def format_entry(entry: dict) -> str:
     if entry.get("synthetic"):
         lines.append("  (synthetic data: these numbers are not RP2K results)")
     return "\n".join(lines)
+
+
+def _format_shelf(entry: dict) -> list[str]:
+    """Shelf conditions' average case: the mean corruption accuracy per severity, and the worst corruption."""
+    sh = entry.get("shelf")
+    if not sh:
+        return []
+    means = ", ".join(f"{lab} {acc:.1%}" for lab, acc in sh["mean"].items())
+    worst_label = list(sh["mean"])[-1]
+    worst = min(sh["per_corruption"], key=lambda n: sh["per_corruption"][n][worst_label])
+    return ["", f"  mean corruption accuracy (all {sh['n']} images) at severity {means}",
+            f"    hardest corruption at severity {worst_label}: {worst} {sh['per_corruption'][worst][worst_label]:.1%}"]
 
 
 def _format_switch(entry: dict) -> list[str]:
@@ -65,8 +78,11 @@ def _format_analyses(entry: dict) -> list[str]:
     lines = []
     c = entry.get("curve")
     if c and len(c["eps"]) > 3:
-        half = f"{c['half_clean_eps'] * 255:.2f}/255" if c["half_clean_eps"] is not None else "not reached"
-        lines += ["", f"  curve: half of clean accuracy at eps {half}; normalised AUC {c['auc']:.3f} "
+        pixels = entry.get("threat_model", "linf") in ("linf", "switch")  # budgets in 1/255 units
+        unit = "eps " if pixels else "budget "
+        half = ("not reached" if c["half_clean_eps"] is None else f"{c['half_clean_eps'] * 255:.2f}/255" if pixels
+                else f"{c['half_clean_eps']:.3g}")
+        lines += ["", f"  curve: half of clean accuracy at {unit}{half}; normalised AUC {c['auc']:.3f} "
                       f"(0 to {c['labels'][-1]})"]
     a = entry.get("analysis")
     if not a:

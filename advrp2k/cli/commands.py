@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 @cli.command("eval")
 @_job_options
-@click.option("--attacks", default="pgd", show_default=True, help="Comma-separated attack plugins.")
+@click.option("--attacks", default=None, help="Comma-separated attack plugins [default: the threat model's: pgd; "
+                                             "shelf: shelf_grid].")
 @click.option("--threat", "threats", default="linf", show_default=True, metavar="linf|l2|switch[,...]",
               help="Threat model(s): l_inf ball, l2 ball, ticket switching (a sibling SKU within l_inf); "
                    "several run one after the other, each its own entry and board.")
@@ -85,7 +86,9 @@ def _eval_one(ctx, threat, attack_eps, attacks, attack_args, n_examples, batch_s
         _give_model(ctx, job, model_spec, weights, classes_from, name)
     elif classes_from or name:
         raise UsageError("--classes and --name describe your own model: pass them with --model or --weights")
-    names = [a.strip() for a in attacks.split(",") if a.strip()]
+    from advrp2k.core.threat import threat_model
+
+    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else list(threat_model(threat).default_attacks)
     job.attacks = apply_attack_args(attack_specs(names, job.protocol, threat), attack_args)
     out = run_eval(job)
     if out["entry"] is None:

@@ -52,6 +52,7 @@ class ThreatModel:
     large_image_budgets: tuple[str, ...] = ()  # l2 at 224 px and above (RobustBench's ImageNet eps 3.0)
     checks: dict = field(default_factory=dict)
     ranked_budgets: tuple[str, ...] = ()  # the budgets a ranked entry covers (empty: the default budgets)
+    default_attacks: tuple[str, ...] = ("pgd",)  # the suite when none is named (pgd: the protocol's steps)
 
     def parse_budget(self, text) -> Eps:
         """The user's budget (``8/255``, ``0.5``, ``2%``, ``3``) as an ``Eps`` labelled the way results key it.
@@ -152,6 +153,17 @@ THREAT_MODELS: dict[str, ThreatModel] = {t.name: t for t in (
                 checks={"ball and box": _BALL, "re-verification": "applies: the returned point's class must be a sibling",
                         "determinism": "applies", "escalation": "applies: remedies that serve switch only",
                         "convergence": "applies"}),
+    ThreatModel("shelf", "shelf conditions: the worst of natural corruptions and a photometric/geometric grid",
+                "shelf", "severity 1 to 5 of every corruption and grid step (advrp2k.core.shelf)",
+                ("1", "2", "3", "4", "5"), (("shelf_grid", {}),),
+                ("Hendrycks and Dietterich 2019, arXiv:1903.12261 (corruption protocol)",
+                 "Engstrom et al. 2019, arXiv:1712.02779 (worst of a transformation grid)"),
+                ranked_budgets=("1", "2", "3"), default_attacks=("shelf_grid",),
+                checks={"ball and box": "box applies; no norm ball: every returned point is re-generated from the "
+                                        "transform the attack names and must match it exactly",
+                        "re-verification": "applies", "determinism": "applies: transforms are seeded per example",
+                        "escalation": "does not apply: no remedy attack serves shelf conditions",
+                        "convergence": "does not apply: the grid is searched exhaustively, there are no steps"}),
 )}
 
 

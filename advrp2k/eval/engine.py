@@ -118,6 +118,7 @@ class Engine:
                 res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx,
                              **_goal_kwargs(goal))
             check_ball_and_box(spec.name, eps, xb, res.x_adv, spec.threat)  # whatever the plugin's __call__ did
+            check_regenerated(spec, eps, xb, idx, res)
             for name, value in (res.extra or {}).get("counts", {}).items():  # the attack's own tallies
                 tally = f"{spec.name}@{eps.label}: {name}"
                 self.counts[tally] = self.counts.get(tally, 0) + int(value)
@@ -202,6 +203,31 @@ def counted_passes(model: torch.nn.Module, counts: dict):
         yield
     finally:
         handle.remove()
+
+
+def check_regenerated(spec, eps, xb: torch.Tensor, idx: torch.Tensor, res) -> None:
+    """Shelf conditions are not a norm ball: the attack names, per example, the transform it
+    returned (``extra["choices"]``), and each is re-generated from the image and must match
+    exactly. Other threat models' points are checked against their set instead.
+
+    Raises:
+        AttackContractError: a missing list of choices, or a point that is not its stated transform.
+    """
+    from advrp2k.core.errors import AttackContractError
+    from advrp2k.core.shelf import regenerate
+    from advrp2k.core.threat import threat_model
+
+    if threat_model(spec.threat).geometry != "shelf":
+        return
+    choices = (res.extra or {}).get("choices")
+    if not isinstance(choices, list) or len(choices) != len(idx):
+        raise AttackContractError(f"{spec.name} under shelf conditions must name each point's transform "
+                                  f"(extra['choices'], one per example); its result is rejected")
+    again = regenerate(xb, idx.tolist(), int(eps.value), choices)
+    bad = (again != res.x_adv).flatten(1).any(1)
+    if bool(bad.any()):
+        raise AttackContractError(f"{spec.name} returned {int(bad.sum())} points at severity {eps.label} that are not "
+                                  f"the transforms it names; its result is rejected")
 
 
 def _goal_kwargs(goal) -> dict:

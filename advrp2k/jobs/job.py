@@ -52,9 +52,16 @@ class Job:
     threat: str = "linf"  # the threat model (advrp2k.core.threat) the suite attacks under
 
     def suite(self) -> list[AttackSpec]:
-        """The attack suite under the job's threat model: the one asked for, else the protocol's PGD."""
-        specs = self.attacks or default_attacks(self.protocol)
+        """The attack suite under the job's threat model: the one asked for, else the threat
+        model's default (the protocol's PGD for l_inf, l2 and ticket switching)."""
+        specs = self.attacks or attack_specs(list(_threat_defaults(self.threat)), self.protocol, self.threat)
         return [s if s.threat == self.threat else s.under(self.threat) for s in specs]
+
+
+def _threat_defaults(threat: str) -> tuple[str, ...]:
+    from advrp2k.core.threat import threat_model
+
+    return threat_model(threat).default_attacks
 
 
 def default_attacks(protocol: Protocol) -> list[AttackSpec]:

@@ -119,14 +119,16 @@ def run_eval(job: Job) -> dict:
     state.context = _analysis_context(prep, y)
     with item_lock(state.path, f"the evaluation {state.path.name}") if distributed.is_main() else nullcontext():
         state.reload()  # a run that waited picks up what the other one saved
-        result = evaluate(place_model(loaded.model, precision, device, job.compile), x, y, attacks, eps_list, device,
-                          job.batch_size_eval or default_eval_batch_size(device), job.progress,
+        placed = place_model(loaded.model, precision, device, job.compile)
+        batch = job.batch_size_eval or default_eval_batch_size(device)
+        result = evaluate(placed, x, y, attacks, eps_list, device, batch, job.progress,
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
                           escalate=job.escalate, precision=precision, seed=job.seed, threat=job.threat,
                           goal=_goal(job, prep))
         if not distributed.is_main():  # the main process writes the one entry
             return {"entry": None, "path": None, "result": result}
         entry = build_entry(job, prep, loaded, result, device)
+        entry.update(_shelf_average_case(job, placed, x, y, eps_list, device, batch, entry))
         table = frame(state.as_dict())
         _check_entry_matches(entry, table)
         entry.update(entry_analyses(entry, table, state.context["attributes"]))
@@ -136,6 +138,18 @@ def run_eval(job: Job) -> dict:
             state.publish(final)
             path = write_entry(job.leaderboard, entry)
     return {"entry": entry, "path": str(path), "result": result}
+
+
+def _shelf_average_case(job: Job, model, x, y, eps_list, device, batch: int, entry: dict) -> dict:
+    """Under shelf conditions, the accuracy under each corruption at each severity (the average
+    case, ``advrp2k.eval.corruption``), checked to lie at or above the worst case; {} otherwise."""
+    if threat_model(job.threat).geometry != "shelf":
+        return {}
+    from advrp2k.eval.corruption import check_worst_below_mean, corruption_accuracy
+
+    record = corruption_accuracy(model, x, y, [int(e.value) for e in eps_list], device, batch, job.progress)
+    check_worst_below_mean(entry["robust_acc"], record)
+    return {"shelf": record}
 
 
 def _goal(job: Job, prep: JobData):
