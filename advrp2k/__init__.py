@@ -28,9 +28,10 @@ _PUBLIC = {
     "BALL_TOLERANCE": "advrp2k.plugins.attack", "create_attack": "advrp2k.plugins.attack",
     "frozen_eval": "advrp2k.plugins.attack", "project_linf": "advrp2k.plugins.attack",
     "LOSSES": "advrp2k.plugins.losses", "set_margin": "advrp2k.plugins.losses",
-    "THREAT_MODELS": "advrp2k.core.threat", "threat_model": "advrp2k.core.threat", "project": "advrp2k.core.threat",
-    "steepest_step": "advrp2k.core.threat", "start_from_uniform": "advrp2k.core.threat",
-    "check_point": "advrp2k.core.threat", "distances": "advrp2k.core.threat",
+    "THREAT_MODELS": "advrp2k.core.threat", "threat_model": "advrp2k.core.threat", "project": "advrp2k.core.threat_sets",
+    "steepest_step": "advrp2k.core.threat_sets", "start_from_uniform": "advrp2k.core.threat_sets",
+    "check_point": "advrp2k.core.threat_sets", "distances": "advrp2k.core.threat_sets", "patch_side": "advrp2k.core.threat_sets",
+    "uniform_streams": "advrp2k.core.random_streams",
     "shelf_candidates": "advrp2k.core.shelf", "shelf_apply": "advrp2k.core.shelf",
     "AdversarialTraining": "advrp2k.plugins.defense", "Defense": "advrp2k.plugins.defense",
     "TestTimeDefense": "advrp2k.plugins.defense", "TrainingDefense": "advrp2k.plugins.defense",
@@ -67,8 +68,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; nothing here runs
     from advrp2k.plugins.attack import BALL_TOLERANCE, Attack, AttackResult, create_attack, frozen_eval, project_linf
     from advrp2k.plugins.defense import (AdversarialTraining, Defense, TestTimeDefense, TrainingDefense,
                                          create_defense)
+    from advrp2k.core.random_streams import uniform_streams
     from advrp2k.core.shelf import shelf_apply, shelf_candidates
-    from advrp2k.core.threat import THREAT_MODELS, check_point, distances, project, start_from_uniform, steepest_step, threat_model
+    from advrp2k.core.threat import THREAT_MODELS, threat_model
+    from advrp2k.core.threat_sets import check_point, distances, patch_side, project, start_from_uniform, steepest_step
     from advrp2k.plugins.losses import LOSSES, set_margin
     from advrp2k.plugins.options import Option
     from advrp2k.plugins.registry import (ARCHS, ATTACKS, DATASETS, DEFENSES, load_plugins, register_arch,

@@ -16,15 +16,30 @@ EPS = 8 / 255
 
 def _fast(name):
     return {"pgd": {"steps": 5}, "pgd_cw": {"steps": 5}, "apgd_ce": {"steps": 10}, "apgd_t": {"steps": 10},
-            "autoattack": {"apgd_steps": 10, "square_queries": 100}, "square": {"queries": 100}}.get(name, {})
+            "autoattack": {"apgd_steps": 10, "square_queries": 100}, "square": {"queries": 100},
+            "patch_pgd": {"steps": 5, "locations": 1}, "patch_rs": {"queries": 50}}.get(name, {})
+
+
+def _attack(name, linf_eps="8/255"):
+    """The attack under its first threat model (l_inf when it serves it), at a budget of that model."""
+    from advrp2k.core.threat import threat_model
+
+    threats = getattr(ATTACKS.get(name), "threats", ("linf",))
+    threat = "linf" if "linf" in threats else threats[0]
+    eps = linf_eps if threat == "linf" else threat_model(threat).default_budgets()[-1]
+    return create_attack(name, eps, threat=threat, **_fast(name))
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_stays_in_ball_and_box(name):
+    from advrp2k.core.threat_sets import distances
+
     model, (x, y) = tiny_cnn(), random_batch(16)
-    res = create_attack(name, "8/255", **_fast(name))(model, x, y)
+    attack = _attack(name)
+    res = attack(model, x, y, index=torch.arange(16))
     assert res.x_adv.shape == x.shape and res.fooled.dtype == torch.bool
-    assert (res.x_adv.double() - x.double()).abs().max() <= EPS + 1e-6
+    if attack.threat.geometry != "shelf":  # shelf points are re-generated instead (tests/test_threats.py)
+        assert float(distances(attack.threat, x, res.x_adv).max()) <= attack.eps.value + 1e-6
     assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
 
 
@@ -34,7 +49,7 @@ def test_restores_mode_and_takes_no_weight_gradients(name, train_mode):
     model, (x, y) = tiny_cnn(), random_batch(16)
     model.train(train_mode)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    create_attack(name, "8/255", **_fast(name))(model, x, y)
+    _attack(name)(model, x, y)
     assert model.training is train_mode
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN stats untouched
@@ -44,7 +59,7 @@ def test_restores_mode_and_takes_no_weight_gradients(name, train_mode):
 def test_fooled_flags_are_true(name):
     """Every example flagged fooled is misclassified at its returned point."""
     model, (x, y) = tiny_cnn(), random_batch(32)
-    res = create_attack(name, "16/255", **_fast(name))(model.eval(), x, y)
+    res = _attack(name, "16/255")(model.eval(), x, y)
     with torch.no_grad():
         wrong = model(res.x_adv).argmax(1) != y
     assert (wrong | ~res.fooled).all()

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from advrp2k.core.eps import by_eps, label_value
+from advrp2k.core.packs import smaller_pack
 from advrp2k.core.ranking_rule import RANK_EPS
 from advrp2k.analysis.results import ROBUST, eps_labels, per_sku
 from advrp2k.analysis.stats import (bootstrap_rank_intervals, eps_at_fraction, holm, mcnemar_exact, monotone_envelope,
@@ -207,8 +208,6 @@ def switch_summary(entry: dict, df: pd.DataFrame, attributes: dict[str, dict[str
     that reached a sibling, summarised by its median and the curve of the share switched; and
     among switched images, those sent to a smaller pack of the same line (a proxy for a cheaper
     item: the ``size`` attribute, where it is readable)."""
-    from advrp2k.eval.siblings import pack_amount
-
     labels = by_eps(entry["robust_acc"])
     correct = df[df["clean_correct"]]
     n = len(correct)
@@ -219,8 +218,7 @@ def switch_summary(entry: dict, df: pd.DataFrame, attributes: dict[str, dict[str
     switched = correct[correct["fooled_at"].notna()]
     smaller = 0
     for sku, adv in zip(switched["sku"], switched["adv_sku"]):
-        mine, theirs = pack_amount(attributes.get(sku, {}).get("size", "")), pack_amount(attributes.get(adv, {}).get("size", ""))
-        smaller += int(mine is not None and theirs is not None and theirs < mine)
+        smaller += smaller_pack(attributes.get(sku, {}).get("size", ""), attributes.get(adv, {}).get("size", ""))
     return {"clean_correct": n, "success_rate": rate,
             "success_ci95": {lab: list(wilson_of(rate[lab], n)) for lab in labels},
             "smallest_budget_median": None if median == float("inf") else next(

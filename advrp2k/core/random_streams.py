@@ -34,3 +34,7 @@ def uniform(shape: tuple[int, ...], seed: int, index: list[int], restart: list[i
         gen.manual_seed(stream_seed(seed, int(i), int(r)))
         out[k] = torch.rand(shape, generator=gen, dtype=dtype)
     return out
+
+
+#: The name plugins import from the public API (``advrp2k.uniform_streams``).
+uniform_streams = uniform

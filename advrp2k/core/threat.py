@@ -2,9 +2,10 @@
 budget) and what counts as a success (any wrong class, or a sibling SKU).
 
 Attacks declare the threat models they serve (``Attack.threats``); the engine checks every point
-an attack returns against its threat model's set (``check_point``) and takes every verdict with
+an attack returns against its threat model's set (``advrp2k.core.threat_sets.check_point``) and takes every verdict with
 its goal. Entries, per-example results, boards and the site are keyed by ``name``. Both sides
-import this module; neither owns it.
+import this module; neither owns it. It needs no torch (the site and the analyses read it); the
+sets' tensor operations live in ``advrp2k.core.threat_sets``.
 
 A budget is an ``advrp2k.core.eps.Eps`` (a value and the label results are keyed by), whatever the
 threat model: an l_inf or l2 radius in [0, 1] pixel units, a patch's share of the image area
@@ -17,14 +18,8 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-import torch
-
 from advrp2k.core.eps import Eps, parse_eps
-from advrp2k.core.errors import AttackContractError, UsageError
-
-#: Slack of the float64 set checks (an l_inf or l2 distance, a patch area).
-TOLERANCE = 1e-6
-
+from advrp2k.core.errors import UsageError
 
 @dataclass(frozen=True)
 class ThreatModel:
@@ -153,6 +148,18 @@ THREAT_MODELS: dict[str, ThreatModel] = {t.name: t for t in (
                 checks={"ball and box": _BALL, "re-verification": "applies: the returned point's class must be a sibling",
                         "determinism": "applies", "escalation": "applies: remedies that serve switch only",
                         "convergence": "applies"}),
+    ThreatModel("patch", "label-sized stickers: one square patch, anywhere, any content", "patch",
+                "the patch's share of the image area (a square; nothing outside it changes)", ("1%", "2%", "5%"),
+                (("patch_pgd", {}), ("patch_rs", {})),
+                ("Brown et al. 2017, arXiv:1712.09665 (adversarial patch)",
+                 "Croce et al. 2022, arXiv:2006.12834 (Sparse-RS: gradient-free patches)",
+                 "Athalye et al. 2018, arXiv:1707.07397 (expectation over transformation)"),
+                default_attacks=("patch_pgd", "patch_rs"),
+                checks={"ball and box": "applies: the bounding box of the changed pixels must fit the patch's area "
+                                        "(float64), every pixel in [0, 1]",
+                        "re-verification": "applies", "determinism": "applies",
+                        "escalation": "does not apply: no remedy attack serves patches",
+                        "convergence": "does not apply: the suite pairs a gradient and a gradient-free search instead"}),
     ThreatModel("shelf", "shelf conditions: the worst of natural corruptions and a photometric/geometric grid",
                 "shelf", "severity 1 to 5 of every corruption and grid step (advrp2k.core.shelf)",
                 ("1", "2", "3", "4", "5"), (("shelf_grid", {}),),
@@ -186,96 +193,3 @@ def parse_threats(text: str) -> list[ThreatModel]:
     if not names:
         raise UsageError(f"no threat model given: use one or more of {', '.join(THREAT_MODELS)}")
     return [threat_model(n) for n in dict.fromkeys(names)]
-
-
-# --- the perturbation sets ---------------------------------------------------------------
-
-def distances(threat: ThreatModel, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-    """Per example, in float64, what the budget bounds: the l_inf or l2 distance, or the share of
-    the image area covered by the bounding box of the pixels that changed (patch)."""
-    delta = x_adv.double() - x.double()
-    if not len(x):
-        return torch.zeros(0, dtype=torch.float64)
-    if threat.geometry == "linf":
-        return delta.flatten(1).abs().amax(1)
-    if threat.geometry == "l2":
-        return delta.flatten(1).norm(dim=1)
-    if threat.geometry == "patch":
-        return changed_box_area(delta != 0)
-    raise ValueError(f"{threat.name} has no distance")
-
-
-def changed_box_area(changed: torch.Tensor) -> torch.Tensor:
-    """Per example, the area of the bounding box of the changed pixels (any channel) as a share
-    of the image (0 when nothing changed)."""
-    pixels = changed.any(1)  # (N, H, W)
-    h, w = pixels.shape[1:]
-    rows, cols = pixels.any(2), pixels.any(1)
-    out = torch.zeros(len(pixels), dtype=torch.float64)
-    for k in range(len(pixels)):
-        r, c = rows[k].nonzero().squeeze(1), cols[k].nonzero().squeeze(1)
-        if len(r):
-            out[k] = (int(r[-1] - r[0]) + 1) * (int(c[-1] - c[0]) + 1) / (h * w)
-    return out
-
-
-def check_point(threat: ThreatModel, name: str, eps: Eps, x: torch.Tensor, x_adv: torch.Tensor) -> None:
-    """FAIL unless ``x_adv`` has ``x``'s shape, is finite, in [0, 1] and inside the threat model's
-    set at ``eps`` (float64). Shelf transforms are not norm-bounded: the engine re-generates them
-    instead (``advrp2k.eval.engine``).
-
-    Raises:
-        AttackContractError: naming the attack and what it returned.
-    """
-    if x_adv.shape != x.shape:
-        raise AttackContractError(f"{name} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
-    check_images(x_adv, f"{name} output")
-    if threat.geometry == "shelf" or not x.numel():
-        return
-    worst = float(distances(threat, x, x_adv).max())
-    if worst > eps.value + TOLERANCE:
-        what = {"linf": "max |x_adv - x|", "l2": "||x_adv - x||_2",
-                "patch": "the changed pixels' bounding box covers"}[threat.geometry]
-        where = {"linf": "eps-ball", "l2": "l2 ball", "patch": "patch budget"}[threat.geometry]
-        raise AttackContractError(f"{name} stepped outside the {where}: {what} = {worst:.6g} "
-                                  f"> budget {eps.label} = {eps.value:.6g}; its result is rejected")
-
-
-def check_images(x: torch.Tensor, what: str) -> None:
-    """FAIL unless ``x`` is finite and in [0, 1] (un-normalised pixels)."""
-    if not torch.isfinite(x).all():
-        raise AttackContractError(f"{what} has NaN or infinite values")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise AttackContractError(f"{what} is outside [0, 1] (min {x.min():.3g}, max {x.max():.3g}): images "
-                                  f"must be un-normalised pixels; the model normalises inside itself")
-
-
-def project(threat: ThreatModel, x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Nearest point of the ball (l_inf; l2: radial scaling, then the box, which only shortens it)
-    around ``x`` intersected with the [0, 1] box."""
-    if threat.geometry == "l2":
-        delta = x_adv - x
-        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        scale = (eps / norms).clamp(max=1.0).view(-1, *([1] * (x.dim() - 1)))
-        return (x + delta * scale).clamp(0, 1)
-    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0, 1)
-
-
-def steepest_step(threat: ThreatModel, grad: torch.Tensor, step_size: float) -> torch.Tensor:
-    """The step of length ``step_size`` that increases the loss most to first order: the gradient's
-    sign (l_inf) or its direction (l2)."""
-    if threat.geometry == "l2":
-        norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
-        return step_size * grad / norms
-    return step_size * grad.sign()
-
-
-def start_from_uniform(threat: ThreatModel, x: torch.Tensor, noise: torch.Tensor, eps: float) -> torch.Tensor:
-    """A random start from uniform [0, 1) ``noise`` of ``x``'s shape: a uniform point of the l_inf
-    ball, or for l2 a point at radius ``eps`` in a direction drawn from a Gaussian (the noise's
-    inverse normal transform), both then clipped to the box."""
-    if threat.geometry == "l2":
-        gauss = torch.erfinv((2 * noise - 1).clamp(-1 + 1e-7, 1 - 1e-7)) * math.sqrt(2)
-        norms = gauss.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        return project(threat, x + eps * gauss / norms, x, eps)
-    return project(threat, x + (2 * noise - 1) * eps, x, eps)

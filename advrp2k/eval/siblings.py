@@ -11,17 +11,15 @@ switch to a sibling of a smaller pack. It is a proxy, and is reported as one.
 """
 from __future__ import annotations
 
-import re
-
 import torch
 
 from advrp2k.core.batches import batch_images
+from advrp2k.core.packs import pack_amount
 from advrp2k.plugins.attack import frozen_eval
 
 #: Sibling classes per SKU when its attributes do not name a product line.
 FALLBACK_K = 5
 LINE_KEYS = ("brand", "product_type")
-_UNITS = {"ml": 1.0, "l": 1000.0, "g": 1.0, "kg": 1000.0}
 
 
 class SiblingGoal:
@@ -74,12 +72,6 @@ def line_of(attrs: dict[str, str]) -> tuple | None:
     """A SKU's product line (brand, product type), or None when an attribute is missing."""
     key = tuple(str(attrs.get(k, "")).strip() for k in LINE_KEYS)
     return key if all(key) else None
-
-
-def pack_amount(size: str) -> float | None:
-    """``250ml`` -> 250, ``1L`` -> 1000, ``500g`` -> 500 (ml and g alike); None when unreadable."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ml|l|g|kg)\s*", str(size).lower())
-    return float(match.group(1)) * _UNITS[match.group(2)] if match else None
 
 
 def _smaller_packs(classes, attributes, table) -> torch.Tensor:

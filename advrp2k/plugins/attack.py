@@ -17,10 +17,11 @@ from torch import nn
 from advrp2k.core.eps import Eps, parse_eps
 from advrp2k.core.errors import AttackContractError
 from advrp2k.core.random_streams import uniform
-from advrp2k.core.threat import TOLERANCE, ThreatModel, check_images, check_point, start_from_uniform, threat_model
+from advrp2k.core.threat import ThreatModel, threat_model
+from advrp2k.core.threat_sets import TOLERANCE, check_images, check_point, start_from_uniform
 from advrp2k.plugins.options import declared_options, resolve_options, take_options
 
-BALL_TOLERANCE = TOLERANCE  # slack of the float64 set checks (advrp2k.core.threat)
+BALL_TOLERANCE = TOLERANCE  # slack of the float64 set checks (advrp2k.core.threat_sets)
 
 
 @dataclass
@@ -193,7 +194,7 @@ class Attack:
 
 def check_ball_and_box(name: str, eps: Eps, x: torch.Tensor, x_adv: torch.Tensor, threat: str = "linf") -> None:
     """FAIL unless ``x_adv`` has ``x``'s shape, is finite, in [0, 1] and inside the threat model's
-    set at eps (float64; ``advrp2k.core.threat.check_point``). The evaluation engine calls it on
+    set at eps (float64; ``advrp2k.core.threat_sets.check_point``). The evaluation engine calls it on
     every point an attack returns, whatever the plugin's own ``__call__`` did, so overriding the
     base class cannot skip it.
 
