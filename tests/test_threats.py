@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from advrp2k.core.errors import AttackContractError, IntegrityError, UsageError
-from advrp2k.core.threat import check_point, distances, parse_threats, threat_model
+from advrp2k.core.threat import parse_threats, threat_model
+from advrp2k.core.threat_sets import check_point, distances
 from advrp2k.eval.evaluator import evaluate
-from advrp2k.eval.siblings import SiblingGoal, pack_amount
+from advrp2k.core.packs import pack_amount, smaller_pack
+from advrp2k.eval.siblings import SiblingGoal
 from advrp2k.plugins.attack import Attack, AttackResult, create_attack
 from advrp2k.plugins.attack_spec import AttackSpec
 from advrp2k.plugins.registry import ATTACKS, register_attack
@@ -96,6 +98,7 @@ def test_siblings_come_from_brand_and_product_type_with_a_logit_fallback():
     rows = lone.rows(Lines(), x, y, torch.device("cpu"), 4)
     assert rows[0].tolist() == [False, False, True, True]  # class 0's next-ranked classes: 2 (0.9), then 1 / 3
     assert pack_amount("1L") == 1000 and pack_amount("500 g") == 500 and pack_amount("big") is None
+    assert smaller_pack("1L", "500ml") and not smaller_pack("500ml", "1L") and not smaller_pack("1L", "big")
 
 
 def test_ticket_switching_counts_only_a_sibling_prediction():
@@ -262,3 +265,94 @@ def test_the_shelf_worst_case_is_never_above_the_mean_corruption_accuracy(tiny_s
 
     with pytest.raises(IntegrityError, match="worst case"):
         check_worst_below_mean({"3": 0.6}, {"mean": {"3": 0.5}})
+
+
+# --- label-sized stickers (patch) -------------------------------------------------------------
+
+class Region(nn.Module):
+    """Two classes decided by the mean of the pixels inside (or, ``inside=False``, outside) the
+    square [lo, hi) x [lo, hi): clean images of 0.2 are class 0, a mean above 0.5 is class 1."""
+
+    def __init__(self, lo: int, hi: int, inside: bool = True):
+        super().__init__()
+        self.lo, self.hi, self.inside = lo, hi, inside
+
+    def forward(self, x):
+        m = torch.zeros_like(x[:, :1])
+        m[..., self.lo:self.hi, self.lo:self.hi] = 1
+        m = m if self.inside else 1 - m
+        v = (x * m).sum((1, 2, 3)) / (m.sum((1, 2, 3)) * 3)
+        return torch.stack([0.5 - v, v - 0.5], 1) * 10
+
+
+PATCH = threat_model("patch")
+QUICK = {"patch_pgd": {"steps": 15, "locations": 2}, "patch_rs": {"queries": 150}}
+
+
+@pytest.mark.parametrize("name", ["patch_pgd", "patch_rs"])
+def test_a_patch_changes_nothing_outside_its_square_and_stays_in_the_box(name):
+    model, (x, y) = tiny_cnn().eval(), random_batch(12, size=8, seed=2)
+    res = create_attack(name, "20%", threat="patch", **QUICK[name])(model, x, y, index=torch.arange(12))
+    side = 3  # floor(sqrt(0.2 * 64))
+    changed = (res.x_adv != x).any(1)
+    for k in range(12):
+        rows, cols = changed[k].any(1).nonzero(), changed[k].any(0).nonzero()
+        if len(rows):
+            assert rows.max() - rows.min() < side and cols.max() - cols.min() < side
+    assert float(distances(PATCH, x, res.x_adv).max()) <= 0.2
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert bool(res.fooled.any())  # an untrained model falls to some 3 x 3 patch
+
+
+def test_the_patch_check_rejects_two_separate_changes():
+    x = torch.full((1, 3, 16, 16), 0.5)
+    x_adv = x.clone()
+    x_adv[..., 0, 0] = 1.0
+    x_adv[..., 15, 15] = 1.0  # two pixels, but their bounding box is the whole image
+    with pytest.raises(AttackContractError, match="outside the patch budget"):
+        check_point(PATCH, "cheat", PATCH.parse_budget("5%"), x, x_adv)
+
+
+@pytest.mark.parametrize("name", ["patch_pgd", "patch_rs"])
+def test_a_model_that_ignores_the_patch_is_robust_and_one_that_reads_it_is_not(name):
+    x, y = torch.full((4, 3, 16, 16), 0.2), torch.zeros(4, dtype=torch.long)
+    at = {"at": "6,6"}
+    blind = create_attack(name, "1/16", threat="patch", **QUICK[name], **at)(Region(6, 10, inside=False), x, y)
+    reads = create_attack(name, "1/16", threat="patch", **QUICK[name], **at)(Region(6, 10, inside=True), x, y)
+    assert not blind.fooled.any() and reads.fooled.all()
+    # with the location searched, the sensitive 4 x 4 window is found wherever it lies
+    found = create_attack(name, "1/16", threat="patch", **QUICK[name])(Region(9, 13), x, y, index=torch.arange(4))
+    assert found.fooled.all()
+
+
+def test_patch_budgets_and_a_bad_placement_are_refused():
+    assert [e.label for e in PATCH.default_budgets()] == ["1%", "2%", "5%"]
+    with pytest.raises(UsageError, match="at most 50%"):
+        PATCH.parse_budget("60%")
+    with pytest.raises(UsageError, match="neither 'search' nor 'ROW,COL'"):
+        AttackSpec("patch_pgd", {"at": "middle"}, "patch").build_for_evaluation(PATCH.parse_budget("2%"))
+
+
+def test_every_threat_model_gets_its_board_and_cards_on_the_site(tiny_synth, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVRP2K_HOME", str(tmp_path / "home"))
+    lb = tmp_path / "lb"
+    result = invoke("eval", "--defense", "standard", "--dataset", "rp2k_synth", "--data", tiny_synth, "--epochs", 1,
+                    "--threat", "linf,patch,shelf", "--n-examples", 10, "--attack-arg", "patch_pgd.steps=3",
+                    "--attack-arg", "patch_rs.queries=20", "--attack-arg", "pgd.steps=5", "--leaderboard", lb)
+    assert result.exit_code == 0, result.output
+    patch = json.loads((lb / "entries/rp2k_synth/patch/Standard_smallcnn.json").read_text())
+    assert {a["name"]: a["steps" if a["name"] == "patch_pgd" else "queries"] for a in patch["attacks"]
+            if a["name"] != "pgd"} == {"patch_pgd": 3, "patch_rs": 20}
+    assert set(patch["robust_acc"]) == {"1%", "2%", "5%"}
+    assert "--threat patch" in __import__("advrp2k.board.display", fromlist=["x"]).reproduce_command(patch)
+    out = invoke("leaderboard", "build", lb)
+    assert out.exit_code == 0, out.output
+    index = (lb / "site/index.html").read_text()
+    for threat in ("linf", "patch", "shelf"):
+        assert f'id="table-rp2k_synth-{threat}"' in index
+    assert "Robust patch 5%" in index and "Robust severity 3" in index and "Mean corruption acc. (severity 3)" in index
+    card = (lb / "site/entries/rp2k_synth/shelf/Standard_smallcnn.html").read_text()
+    assert 'id="corruptions"' in card and "low resolution" in card and 'href="../../../index.html"' in card
+    assert (lb / "site/entries/rp2k_synth/Standard_smallcnn.html").is_file()  # the l_inf card keeps its place
+    out = invoke("eval", "--threat", "l2,patch", "--attack-arg", "square.queries=5", "--leaderboard", lb)
+    assert out.exit_code != 0 and "in no suite of this run" in out.output

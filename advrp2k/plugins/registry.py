@@ -33,6 +33,7 @@ BUILTIN_MODULES = (
     "advrp2k.attacks.malt",
     "advrp2k.attacks.square",
     "advrp2k.attacks.shelf",
+    "advrp2k.attacks.patch",
     "advrp2k.attacks.torchattacks_adapter",
     "advrp2k.defenses.standard",
     "advrp2k.defenses.madry",
