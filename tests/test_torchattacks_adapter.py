@@ -91,7 +91,7 @@ def test_attack_arg_changes_the_recorded_config(tiny_synth, tmp_path):
     assert pgd and all(a["steps"] == 3 for a in pgd) and all(a["decay"] == 0.5 for a in mi)
 
 
-@pytest.mark.parametrize("arg, says", [("pgd.steps=abc", "must be an integer"), ("square.queries=5", "not in --attacks"),
+@pytest.mark.parametrize("arg, says", [("pgd.steps=abc", "must be an integer"), ("square.queries=5", "name it in --attacks"),
                                       ("steps=3", "NAME.KEY=VALUE"), ("pgd.stpes=3", "has no option 'stpes'")])
 def test_bad_attack_args_are_refused_before_any_work(arg, says, isolated_home, tmp_path):
     result = CliRunner().invoke(cli, ["eval", "--defense", "standard", "--attack-arg", arg,

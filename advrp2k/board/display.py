@@ -49,6 +49,13 @@ def venue(entry: dict) -> str | None:
     return entry.get("venue") or (entry.get("defense_paper") or {}).get("venue")
 
 
+def _default_suite(threat: str) -> list[str]:
+    from advrp2k.core.threat import THREAT_MODELS
+
+    model = THREAT_MODELS.get(threat)
+    return sorted(model.default_attacks) if model else ["pgd"]
+
+
 def reproduce_command(entry: dict) -> str:
     """The ``advrp2k eval`` command that reproduces this entry from the same data."""
     repro = entry.get("reproducibility") or {}
@@ -62,8 +69,11 @@ def reproduce_command(entry: dict) -> str:
         words += ["--arch", entry["arch"]]
     if settings.get("augment") not in (None, "none"):
         words += ["--augment", settings["augment"]]
+    threat = entry.get("threat_model", "linf")
+    if threat != "linf":
+        words += ["--threat", threat]
     suite = sorted({a.get("name") for a in (entry.get("plugins") or {}).get("attacks", []) if a.get("name")})
-    if suite and suite != ["pgd"]:
+    if suite and suite != _default_suite(threat):
         words += ["--attacks", ",".join(suite)]
     if entry.get("data", {}).get("n_test") and entry.get("n_examples", 0) < entry["data"]["n_test"]:
         words += ["--n-examples", str(entry["n_examples"])]

@@ -38,7 +38,11 @@ def _env() -> jinja2.Environment:
 
 
 def _card_path(entry: dict) -> str:
-    return f"entries/{entry['dataset']}/{entry['model_id']}.html"
+    """Where an entry's card lives: ``entries/<dataset>/<id>.html`` for l_inf (the first board's
+    links stay as they were), ``entries/<dataset>/<threat>/<id>.html`` for every other threat model."""
+    threat = entry.get("threat_model", "linf")
+    folder = entry["dataset"] if threat == "linf" else f"{entry['dataset']}/{threat}"
+    return f"entries/{folder}/{entry['model_id']}.html"
 
 
 def _sections(entries: list[dict], leaderboard: Path) -> list[dict]:
@@ -57,8 +61,28 @@ def _sections(entries: list[dict], leaderboard: Path) -> list[dict]:
             r.entry["_rank"], r.entry["_unranked"] = r.rank, r.unranked
             r.entry["_pgd"] = paper_protocol_acc(r.entry)
         paper = _paper_rows() if dataset == "rp2k" and threat == "linf" else []
-        out.append({"dataset": dataset, "threat_model": threat, "synthetic": synthetic, "rows": rows, "paper": paper})
+        out.append({"dataset": dataset, "threat_model": threat, "synthetic": synthetic, "rows": rows, "paper": paper,
+                    **_threat_columns(threat, rows)})
     return out
+
+
+def _threat_columns(threat: str, rows: list[dict]) -> dict:
+    """A board's budget columns and headings, its ranking rule and the budget it ranks at: the
+    ranking budgets of its threat model, and any other budget its entries were evaluated at."""
+    from advrp2k.core.eps import by_eps
+    from advrp2k.core.ranking_rule import rank_label, ranking_labels, ranking_rule
+    from advrp2k.core.threat import THREAT_MODELS
+
+    model = THREAT_MODELS.get(threat)
+    sizes = {(e.get("data") or {}).get("image_size") for e in rows} or {None}
+    labels = set(RANKING_EPS_LABELS) if threat == "linf" else {lab for size in sizes for lab in ranking_labels(threat, size)}
+    if threat != "linf":  # l_inf boards keep their two columns; others show every budget evaluated
+        labels |= {lab for e in rows for lab in e.get("robust_acc", {})}
+    labels = by_eps(labels)
+    rank_at = rank_label(rows[0]) if rows else (ranking_labels(threat)[-1] if model else "")
+    return {"labels": labels, "headings": {lab: model.heading(lab) if model else lab for lab in labels},
+            "rule": ranking_rule(threat) if model else "", "rank_at": rank_at,
+            "title": model.title if model else threat}
 
 
 def _paper_rows() -> list[dict]:
@@ -148,11 +172,21 @@ def build_site(leaderboard: str | Path, out: str | Path | None = None, guide: st
         analysis = e.get("analysis") or {}
         write_text(out / e["_card"], env.get_template("card.html").render(
             e=e, svg=accuracy_svg(e), fig7=fig7_svg(analysis.get("long_tail", {})),
-            severity_svg=severity_svg(analysis.get("severity", {})), root="../..", **common))
+            severity_svg=severity_svg(analysis.get("severity", {})), root="/".join([".."] * e["_card"].count("/")),
+            **{**common, "eps_labels": _card_labels(e)}))
     text = plugins_guide(Path(guide) if guide else _default_guide())
     write_text(out / "submit.html", env.get_template("submit.html").render(
         guide_html=markdown_to_html(text), root=".", **common))
     return {"entries": len(entries), "problems": problems, "site": str(out)}
+
+
+def _card_labels(entry: dict) -> list[str]:
+    """The budgets an entry's card shows: l_inf's two, or every budget of another threat model's entry."""
+    from advrp2k.core.eps import by_eps
+
+    if entry.get("threat_model", "linf") == "linf":
+        return list(RANKING_EPS_LABELS)
+    return by_eps(entry.get("robust_acc", {}))
 
 
 def _read_table5(path: Path, problems: list[str]) -> dict | None:

@@ -12,23 +12,30 @@ from advrp2k.cli.job_options import CURVE_EPS, _job_options, _make_job
 from advrp2k.cli.params import parse_key_values, results_option
 from advrp2k.core.eps import parse_eps_list
 from advrp2k.core.errors import UsageError
-from advrp2k.core.ranking_rule import RANKING_EPS_LABELS
+from advrp2k.core.threat import THREAT_MODELS
 from advrp2k.plugins import registry as _registry
 
 if TYPE_CHECKING:
     from advrp2k.plugins.attack_spec import AttackSpec
 
 
+# The eval help is read from the threat models' catalogue, so it cannot drift from the defaults.
+_DEFAULT_SUITES = "; ".join(f"{t.name}: {','.join(t.default_attacks)}" for t in THREAT_MODELS.values())
+_THREAT_TITLES = "; ".join(f"{t.name} ({t.title})" for t in THREAT_MODELS.values())
+_DEFAULT_BUDGETS = "; ".join(
+    f"{t.name} {','.join(t.budgets)}" + (f" ({','.join(t.large_image_budgets)} at 224 px)" if t.large_image_budgets else "")
+    for t in THREAT_MODELS.values())
+
+
 @cli.command("eval")
 @_job_options
-@click.option("--attacks", default=None, help="Comma-separated attack plugins [default: the threat model's: pgd; "
-                                             "shelf: shelf_grid].")
-@click.option("--threat", "threats", default="linf", show_default=True, metavar="linf|l2|switch[,...]",
-              help="Threat model(s): l_inf ball, l2 ball, ticket switching (a sibling SKU within l_inf); "
-                   "several run one after the other, each its own entry and board.")
+@click.option("--attacks", default=None, help="Comma-separated attack plugins [default: the threat model's: "
+                                             + _DEFAULT_SUITES + "].")
+@click.option("--threat", "threats", default="linf", show_default=True, metavar="|".join(THREAT_MODELS) + "[,...]",
+              help="Threat model(s): " + _THREAT_TITLES + "; several run one after the other, each its own entry "
+                   "and board.")
 @click.option("--attack-eps", default=None, metavar="BUDGETS",
-              help="Budgets to evaluate at [default: the threat model's: linf " + ",".join(RANKING_EPS_LABELS)
-                   + "; l2 0.25,0.5 (1.5,3 at 224 px); switch 1/255,2/255,4/255,8/255,16/255].")
+              help="Budgets to evaluate at [default: the threat model's: " + _DEFAULT_BUDGETS + "].")
 @click.option("--attack-arg", "attack_args", multiple=True, metavar="NAME.KEY=VALUE",
               help="Option of one attack of the suite (repeatable), e.g. pgd.steps=100 or ta:MIFGSM.decay=0.9.")
 @click.option("--n-examples", type=click.IntRange(min=1), help="Evaluate the first N test images only.")
@@ -63,12 +70,21 @@ def eval_cmd(ctx, threats, attacks, attack_eps, attack_args, n_examples, batch_s
         if [t.name for t in chosen] != ["linf"]:
             raise UsageError("--curve is the l_inf eps grid: use it with --threat linf")
         attack_eps = CURVE_EPS
+    suites = {t.name: _suite_names(attacks, t) for t in chosen}
+    for pair in attack_args:  # each names an attack of some threat model's suite (applied to that one)
+        target = pair.partition("=")[0].rpartition(".")[0]
+        if target and not any(target in names for names in suites.values()):
+            listed = "; ".join(f"{t}: {', '.join(n)}" for t, n in suites.items())
+            raise UsageError(f"--attack-arg {pair!r} names attack {target!r}, which is in no suite of this run ({listed}): "
+                             f"name it in --attacks too")
     for position, threat in enumerate(chosen):
         if position:
             click.echo("")
+        mine = [p for p in attack_args if p.partition("=")[0].rpartition(".")[0] in suites[threat.name]] \
+            if len(chosen) > 1 else attack_args
         budgets = (parse_eps_list(attack_eps) if threat.name == "linf" else threat.parse_budgets(attack_eps)) \
             if attack_eps is not None else None
-        _eval_one(ctx, threat.name, budgets, attacks, attack_args, n_examples, batch_size_eval, cascade, restart,
+        _eval_one(ctx, threat.name, budgets, attacks, mine, n_examples, batch_size_eval, cascade, restart,
                   no_escalate, leaderboard, force, model_spec, weights, classes_from, name, kw)
 
 
@@ -88,7 +104,7 @@ def _eval_one(ctx, threat, attack_eps, attacks, attack_args, n_examples, batch_s
         raise UsageError("--classes and --name describe your own model: pass them with --model or --weights")
     from advrp2k.core.threat import threat_model
 
-    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else list(threat_model(threat).default_attacks)
+    names = _suite_names(attacks, threat_model(threat))
     job.attacks = apply_attack_args(attack_specs(names, job.protocol, threat), attack_args)
     out = run_eval(job)
     if out["entry"] is None:
@@ -99,6 +115,11 @@ def _eval_one(ctx, threat, attack_eps, attacks, attack_args, n_examples, batch_s
                    f"results, nothing attacked again (--restart evaluates afresh)")
     else:
         click.echo(f"\nwrote {out['path']}")
+
+
+def _suite_names(attacks: str | None, threat) -> list[str]:
+    """``--attacks`` as names, or the threat model's default suite."""
+    return [a.strip() for a in attacks.split(",") if a.strip()] if attacks else list(threat.default_attacks)
 
 
 def _give_model(ctx, job, model_spec, weights, classes_from, name) -> None:
