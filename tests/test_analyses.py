@@ -164,6 +164,17 @@ def test_compare_refuses_different_test_sets(two_entries, tmp_path):
     assert result.exit_code == 2 and "not evaluated on the same test set" in result.output
 
 
+def test_compare_refuses_entries_of_two_threat_models(two_entries, tmp_path):
+    lb, std, madry, _ = two_entries
+    other = json.loads(std.read_text())
+    other["threat_model"] = "l2"
+    path = tmp_path / "entries" / "rp2k_synth" / "l2" / "Standard_smallcnn.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(other))
+    result = CliRunner().invoke(cli, ["compare", str(madry), str(path)])
+    assert result.exit_code == 2 and "linf entry" in result.output and "l2 entry" in result.output
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
 def test_export_ranked_table(two_entries, fmt, tmp_path):
     if fmt == "parquet":

@@ -78,3 +78,20 @@ def test_submit_writes_a_validated_entry_with_submitter_fields(tiny_synth, tmp_p
     assert len(list((tmp_path / "lb" / "entries").rglob("*.json"))) == 1  # written once, with the fields
     http = CliRunner().invoke(cli, args[:-4] + ["--link", "http://x.org", "--leaderboard", str(tmp_path / "lb2")])
     assert http.exit_code == 2 and "https://" in http.output and not (tmp_path / "lb2").exists()
+
+
+def test_submit_runs_each_asked_threat_models_ranking_protocol(tiny_synth, tmp_path):
+    args = ["submit", "--defense", "standard", "--dataset", "rp2k_synth", "--data", str(tiny_synth), "--epochs", "1",
+            "--image-size", "16", "--name", "Plain", "--authors", "A. Person", "--link", "https://example.org/paper",
+            "--leaderboard", str(tmp_path / "lb")]
+    refused = CliRunner().invoke(cli, [*args, "--threat", "linf,stickers"])
+    assert refused.exit_code == 2 and "stickers" in refused.output and not (tmp_path / "lb").exists()
+    result = CliRunner().invoke(cli, [*args, "--threat", "shelf"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    written = list((tmp_path / "lb" / "entries").rglob("*.json"))
+    assert [p.parent.name for p in written] == ["shelf"]  # only the threat model asked for
+    entry = json.loads(written[0].read_text())
+    from advrp2k.board.ranking import is_ranked
+
+    assert entry["threat_model"] == "shelf" and set(entry["per_attack"]) == {"shelf_grid"} and is_ranked(entry)
+    assert entry["submitted"]["tool"] == "advrp2k submit"

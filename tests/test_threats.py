@@ -356,3 +356,23 @@ def test_every_threat_model_gets_its_board_and_cards_on_the_site(tiny_synth, tmp
     assert (lb / "site/entries/rp2k_synth/Standard_smallcnn.html").is_file()  # the l_inf card keeps its place
     out = invoke("eval", "--threat", "l2,patch", "--attack-arg", "square.queries=5", "--leaderboard", lb)
     assert out.exit_code != 0 and "in no suite of this run" in out.output
+
+
+def test_a_flag_whose_remedies_serve_another_threat_model_is_reported_not_escalated():
+    from advrp2k.board.entry_text import format_entry
+    from advrp2k.eval.escalation import VerdictRule, plan_remedies
+    from advrp2k.eval.flags import RANDOM_SEARCH_WINS
+
+    flag = RANDOM_SEARCH_WINS.flag("a gradient-free search fooled 5 examples")
+    specs, why_patch = plan_remedies([flag], [AttackSpec("patch_pgd", {}, "patch")], VerdictRule(), "patch")
+    assert specs == [] and why_patch == ["white-box beats random search: remedy square does not serve patch, not run"]
+    specs, why = plan_remedies([flag], [AttackSpec("pgd", {}, "linf")], VerdictRule(), "linf")
+    assert [s.name for s in specs] == ["square"] and why == ["white-box beats random search"]
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "leaderboard" / "entries" / "rp2k_synth" / "linf" / "Standard_smallcnn.json"
+    entry = json.loads(shipped.read_text(encoding="utf-8"))
+    entry["escalation"] = {"why": why_patch, "ran": [], "robust_acc_before": {}, "robust_acc_after": {}}
+    text = format_entry(entry)
+    assert "NOT ESCALATED: white-box beats random search: remedy square does not serve patch, not run" in text
+    assert "ESCALATED because" not in text

@@ -3,6 +3,7 @@ then the long-tail and mistake-severity analyses."""
 from __future__ import annotations
 
 from advrp2k.core.eps import by_eps
+from advrp2k.core.threat import threat_model
 
 
 def _ci_text(interval) -> str:
@@ -37,7 +38,9 @@ def format_entry(entry: dict) -> str:
         lines.append(f"  randomized protocol: {proto['reason']}; verdicts over {proto['verdict_passes']} passes, "
                      f"attacks with expectation over transformation")
     esc = entry.get("escalation")
-    if esc:
+    if esc and not esc["ran"]:  # every remedy the flags called for serves another threat model
+        lines.append(f"  NOT ESCALATED: {'; '.join(esc['why'])}; the flag stands")
+    elif esc:
         ran = ", ".join(dict.fromkeys(a["name"] for a in esc["ran"]))
         change = "; ".join(f"{k} {esc['robust_acc_before'][k]:.2%} -> {v:.2%}" for k, v in esc["robust_acc_after"].items())
         lines.append(f"  ESCALATED because of {', '.join(esc['why'])}: ran {ran} on the survivors; robust {change}")
@@ -78,11 +81,8 @@ def _format_analyses(entry: dict) -> list[str]:
     lines = []
     c = entry.get("curve")
     if c and len(c["eps"]) > 3:
-        pixels = entry.get("threat_model", "linf") in ("linf", "switch")  # budgets in 1/255 units
-        unit = "eps " if pixels else "budget "
-        half = ("not reached" if c["half_clean_eps"] is None else f"{c['half_clean_eps'] * 255:.2f}/255" if pixels
-                else f"{c['half_clean_eps']:.3g}")
-        lines += ["", f"  curve: half of clean accuracy at {unit}{half}; normalised AUC {c['auc']:.3f} "
+        half = "not reached" if c["half_clean_eps"] is None else threat_model(entry.get("threat_model", "linf")).value_text(c["half_clean_eps"])
+        lines += ["", f"  curve: half of clean accuracy at {half}; normalised AUC {c['auc']:.3f} "
                       f"(0 to {c['labels'][-1]})"]
     a = entry.get("analysis")
     if not a:

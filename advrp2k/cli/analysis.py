@@ -34,16 +34,20 @@ def _load_entry(path: Path) -> dict:
 def compare_cmd(a, b, as_json, seed):
     """Paired comparison of two entries evaluated on the same test set.
 
-    A and B are entry files (``<results>/entries/<dataset>/linf/<model_id>.json``); their
-    per-example results, published beside them under ``examples/``, are what is compared.
+    A and B are entry files of one threat model (``<results>/entries/<dataset>/<threat>/<model_id>.json``);
+    their per-example results, published beside them under ``examples/``, are what is compared.
 
-    Per eps: the examples robust in A only and in B only, the exact McNemar p-value, and the
+    Per budget: the examples robust in A only and in B only, the exact McNemar p-value, and the
     difference A - B with its paired-bootstrap 95 % interval.
     """
     from advrp2k.analysis.analyses import compare
     from advrp2k.analysis.results import examples
 
     ea, eb = _load_entry(a), _load_entry(b)
+    ta, tb = ea.get("threat_model", "linf"), eb.get("threat_model", "linf")
+    if ta != tb:
+        raise UsageError(f"{a.name} is a {ta} entry and {b.name} a {tb} entry: compare two entries of one threat "
+                         f"model (entries/<dataset>/<threat>/)")
     fa, fb = ea.get("data", {}).get("fingerprint"), eb.get("data", {}).get("fingerprint")
     if fa != fb or ea["n_examples"] != eb["n_examples"]:
         raise UsageError(f"{a.name} and {b.name} were not evaluated on the same test set (data fingerprints "
@@ -54,7 +58,7 @@ def compare_cmd(a, b, as_json, seed):
     except ValueError as exc:
         raise UsageError(f"{a.name} and {b.name}: {exc}")
     if as_json:
-        click.echo(json.dumps({"a": ea["model_id"], "b": eb["model_id"], "n_examples": ea["n_examples"],
+        click.echo(json.dumps({"a": ea["model_id"], "b": eb["model_id"], "threat_model": ta, "n_examples": ea["n_examples"],
                                "synthetic": ea["synthetic"], "rows": rows}, indent=2))
         return
     click.echo(format_comparison(ea, eb, rows))
@@ -62,8 +66,8 @@ def compare_cmd(a, b, as_json, seed):
 
 def format_comparison(ea: dict, eb: dict, rows: list[dict]) -> str:
     lines = [f"A: {ea['model_id']}", f"B: {eb['model_id']}",
-             f"{ea['n_examples']} paired test examples ({ea.get('data', {}).get('description', ea['dataset'])})", "",
-             f"{'eps':<7}{'A':>8}{'B':>8}{'A only':>8}{'B only':>8}{'McNemar p':>11}   A - B [95 % CI]"]
+             f"threat model {ea.get('threat_model', 'linf')}; {ea['n_examples']} paired test examples ({ea.get('data', {}).get('description', ea['dataset'])})", "",
+             f"{'budget':<7}{'A':>8}{'B':>8}{'A only':>8}{'B only':>8}{'McNemar p':>11}   A - B [95 % CI]"]
     for r in rows:
         lo, hi = r["diff_ci95"]
         lines.append(f"{r['eps']:<7}{r['acc_a']:>8.2%}{r['acc_b']:>8.2%}{r['a_only']:>8}{r['b_only']:>8}"

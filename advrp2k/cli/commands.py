@@ -9,7 +9,7 @@ import click
 from advrp2k.board.entry_text import format_entry
 from advrp2k.cli.group import cli
 from advrp2k.cli.job_options import CURVE_EPS, _job_options, _make_job
-from advrp2k.cli.params import parse_key_values, results_option
+from advrp2k.cli.params import parse_key_values, results_option, threats_option
 from advrp2k.core.eps import parse_eps_list
 from advrp2k.core.errors import UsageError
 from advrp2k.core.threat import THREAT_MODELS
@@ -31,9 +31,8 @@ _DEFAULT_BUDGETS = "; ".join(
 @_job_options
 @click.option("--attacks", default=None, help="Comma-separated attack plugins [default: the threat model's: "
                                              + _DEFAULT_SUITES + "].")
-@click.option("--threat", "threats", default="linf", show_default=True, metavar="|".join(THREAT_MODELS) + "[,...]",
-              help="Threat model(s): " + _THREAT_TITLES + "; several run one after the other, each its own entry "
-                   "and board.")
+@threats_option("Threat model(s): " + _THREAT_TITLES + "; several run one after the other, each its own entry "
+                "and board.")
 @click.option("--attack-eps", default=None, metavar="BUDGETS",
               help="Budgets to evaluate at [default: the threat model's: " + _DEFAULT_BUDGETS + "].")
 @click.option("--attack-arg", "attack_args", multiple=True, metavar="NAME.KEY=VALUE",

@@ -8,7 +8,7 @@ import click
 from advrp2k.board.entry_text import format_entry
 from advrp2k.cli.group import cli
 from advrp2k.cli.job_options import _job_options, _make_job
-from advrp2k.cli.params import results_argument, results_option
+from advrp2k.cli.params import results_argument, results_option, threats_option
 from advrp2k.core.errors import UsageError
 
 
@@ -42,23 +42,26 @@ def validate_cmd(leaderboard):
 @click.option("--authors", required=True)
 @click.option("--link", required=True, help="https:// link to the paper or code.")
 @click.option("--venue", default=None)
+@threats_option("Threat model(s) to submit under (docs/threat-models.md): each runs its own ranking protocol and "
+                "writes its own entry.")
 @results_option
-def submit_cmd(name, authors, link, venue, leaderboard, **kw):
+def submit_cmd(name, authors, link, venue, threats, leaderboard, **kw):
     """Evaluate under the leaderboard's ranking protocol and write the validated entry to send as a pull request.
 
-    The ranking protocol: PGD-20 and AutoAttack (standard) at 4/255 and 8/255 on the whole test
-    split; robust accuracy is the worst case per example over both.
+    The ranking protocol of each threat model asked for (docs/threat-models.md); for linf, the
+    default: PGD-20 and AutoAttack (standard) at 4/255 and 8/255 on the whole test split, robust
+    accuracy the worst case per example over both.
     """
     import datetime
 
     from advrp2k import _version
     from advrp2k.core.errors import EntryValidationError
+    from advrp2k.core.threat import parse_threats
     from advrp2k.board.entries import validate_hand_fields
-    from advrp2k.jobs.run import run_eval
-    from advrp2k.jobs.run import ranking_suite
 
     if click.get_current_context().get_parameter_source("defense") is click.core.ParameterSource.DEFAULT:
         raise UsageError("submit needs --defense NAME: the defense plugin being submitted (see 'advrp2k list defenses')")
+    chosen = parse_threats(threats)  # before any work, like the hand fields
     fields = {"name": name, "authors": authors, "link": link, **({"venue": venue} if venue else {})}
     try:
         validate_hand_fields(fields)  # before any work: nothing is evaluated or written on refusal
@@ -66,8 +69,19 @@ def submit_cmd(name, authors, link, venue, leaderboard, **kw):
         raise UsageError(f"submission refused: {exc}")
     fields["submitted"] = {"tool": "advrp2k submit", "advrp2k_version": _version.__version__,
                            "date": datetime.date.today().isoformat()}
-    job = _make_job(**kw, leaderboard=leaderboard, hand_fields=fields)
-    job.attacks = ranking_suite()  # exactly the suite the leaderboard ranks by
+    for position, threat in enumerate(chosen):
+        if position:
+            click.echo("")
+        _submit_one(threat.name, fields, leaderboard, kw)
+
+
+def _submit_one(threat: str, fields: dict, leaderboard, kw: dict) -> None:
+    """One threat model's ranking protocol: its entry written and printed."""
+    from advrp2k.jobs.run import ranking_suite, run_eval
+
+    job = _make_job(**kw, leaderboard=leaderboard, hand_fields=dict(fields))
+    job.threat = threat
+    job.attacks = ranking_suite(threat)  # exactly the suite the leaderboard ranks this threat model by
     out = run_eval(job)
     if out["entry"] is None:
         return  # under torchrun only the main process writes and prints

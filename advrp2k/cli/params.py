@@ -19,6 +19,15 @@ def results_option(f):
                              "e.g. --leaderboard leaderboard.")(f)
 
 
+def threats_option(help_text: str):
+    """``--threat NAME[,...]``: threat models of ``advrp2k.core.threat`` (linf the default), as a
+    string for ``parse_threats``."""
+    from advrp2k.core.threat import THREAT_MODELS
+
+    return click.option("--threat", "threats", default="linf", show_default=True,
+                        metavar="|".join(THREAT_MODELS) + "[,...]", help=help_text)
+
+
 def results_argument(f):
     """``[LEADERBOARD]``: the results folder to read (default as ``--leaderboard``)."""
     return click.argument("leaderboard", type=click.Path(path_type=Path), default=results_home)(f)

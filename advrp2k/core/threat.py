@@ -79,6 +79,12 @@ class ThreatModel:
         return {"linf": f"eps {label}", "l2": f"l2 {label}", "patch": f"patch {label}",
                 "shelf": f"severity {label}"}[self.geometry]
 
+    def value_text(self, value: float) -> str:
+        """A budget that is no label (an interpolated one), in this threat model's unit."""
+        label = {"linf": f"{value * 255:.2f}/255", "l2": f"{value:.3g}", "patch": f"{value:.2%}",
+                 "shelf": f"{value:.2f}"}[self.geometry]
+        return self.heading(label)
+
     def describe(self) -> dict:
         """What an entry records of its threat model."""
         return {"name": self.name, "title": self.title, "geometry": self.geometry, "goal": self.goal,

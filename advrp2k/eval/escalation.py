@@ -68,15 +68,17 @@ def plan_remedies(flags: list[dict], suite: list[AttackSpec],
 
     specs, why = [], []
     for flag in flags:
+        served = False
         for remedy in flag.get("remedy", []):
             if threat not in getattr(ATTACKS.get(remedy["name"]), "threats", ("linf",)):
                 why.append(f"{flag['check']}: remedy {remedy['name']} does not serve {threat}, not run")
                 continue
+            served = True
             spec = AttackSpec(remedy["name"], dict(remedy["options"]), threat)
             if protocol.randomized:
                 spec = randomized_suite([spec], VerdictRule(True))[0]
             if spec not in suite and spec not in specs:
                 specs.append(spec)
-        if flag.get("remedy"):
+        if served:
             why.append(flag["check"])
     return specs, list(dict.fromkeys(why))
