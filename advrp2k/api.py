@@ -72,10 +72,11 @@ def benchmark(model, *, classes, data=None, dataset: str | None = None, threat: 
             ``advrp2k.dataset_classes()``) or the list of SKU names. Another order is refused.
         data, dataset: an RP2K copy (``data=PATH``) or a dataset plugin; default: the embedded
             stand-in ``rp2k_synth``, whose numbers are synthetic, not RP2K results.
-        threat: the threat model (``advrp2k.core.threat``): ``linf``, ``l2`` or ``switch`` (ticket
-            switching: a sibling SKU within the l_inf ball).
-        eps: budgets, as strings (``"8/255"``; l2 ``"0.5"``) or floats; default the threat
-            model's (linf 4/255 and 8/255).
+        threat: the threat model (``advrp2k.core.threat``, docs/threat-models.md): ``linf``, ``l2``,
+            ``switch`` (ticket switching: a sibling SKU within the l_inf ball), ``patch`` (a
+            label-sized sticker) or ``shelf`` (shelf conditions).
+        eps: budgets, as strings (``"8/255"``; l2 ``"0.5"``; patch ``"2%"``; shelf ``"3"``) or
+            floats; default the threat model's (linf 4/255 and 8/255).
         attacks: None (the protocol's PGD), ``"ranking"`` (the threat model's ranking suite; l_inf:
             PGD + AutoAttack), or a list of attack plugin names.
         n_examples: the first N test images only (default: all of them).

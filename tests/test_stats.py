@@ -77,3 +77,17 @@ def test_spearman_by_hand():
     assert spearman([5, 7, 7, 9], [1, 2, 3, 4]) == pytest.approx(expected)
     assert spearman([1, 1, 1], [1, 2, 3]) is None
     assert not math.isnan(expected)
+
+
+def test_bootstrap_mean_interval_holds_the_mean_and_shrinks_with_more_examples():
+    import numpy as np
+
+    from advrp2k.analysis.stats import bootstrap_mean
+
+    rng = np.random.default_rng(0)
+    small, large = rng.integers(0, 11, 40) / 10, rng.integers(0, 11, 4000) / 10
+    m, lo, hi = bootstrap_mean(small)
+    assert lo < m < hi and m == small.mean()
+    _, lo2, hi2 = bootstrap_mean(large)
+    assert hi2 - lo2 < (hi - lo) / 5  # about 1/sqrt(100) of the width
+    assert bootstrap_mean(np.ones(5))[1:] == (1.0, 1.0) and bootstrap_mean(np.array([])) == (0.0, 0.0, 0.0)

@@ -260,6 +260,8 @@ def test_the_shelf_worst_case_is_never_above_the_mean_corruption_accuracy(tiny_s
         assert worst <= min(entry["shelf"]["per_corruption"][c][label] for c in entry["shelf"]["per_corruption"])
     assert entry["threat"]["checks"]["convergence"].startswith("does not apply")
     assert "mean corruption accuracy" in result.output
+    for label, (lo, hi) in entry["shelf"]["mean_ci95"].items():  # the mean's interval holds the mean
+        assert 0 <= lo <= entry["shelf"]["mean"][label] <= hi <= 1 and lo < hi
 
     from advrp2k.eval.corruption import check_worst_below_mean
 

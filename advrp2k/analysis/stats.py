@@ -65,6 +65,18 @@ def paired_bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed
     return float(d.mean()), float(lo), float(hi)
 
 
+def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of per-example ``values`` (e.g. the share of corruptions an image survives) and its
+    bootstrap percentile interval over examples: (mean, low, high)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0:
+        return 0.0, 0.0, 0.0
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))
+    lo, hi = np.quantile(v[idx].mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
+    return float(v.mean()), float(lo), float(hi)
+
+
 def holm(pvalues: list[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (step-down, monotone), in the input order."""
     m = len(pvalues)

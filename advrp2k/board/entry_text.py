@@ -54,10 +54,12 @@ def _format_shelf(entry: dict) -> list[str]:
     sh = entry.get("shelf")
     if not sh:
         return []
-    means = ", ".join(f"{lab} {acc:.1%}" for lab, acc in sh["mean"].items())
+    ci = sh.get("mean_ci95", {})
+    means = "; ".join(f"{lab} {acc:.1%}" + (f" [{ci[lab][0]:.1%}, {ci[lab][1]:.1%}]" if lab in ci else "")
+                      for lab, acc in sh["mean"].items())
     worst_label = list(sh["mean"])[-1]
     worst = min(sh["per_corruption"], key=lambda n: sh["per_corruption"][n][worst_label])
-    return ["", f"  mean corruption accuracy (all {sh['n']} images) at severity {means}",
+    return ["", f"  mean corruption accuracy (all {sh['n']} images, 95 % interval) at severity {means}",
             f"    hardest corruption at severity {worst_label}: {worst} {sh['per_corruption'][worst][worst_label]:.1%}"]
 
 
