@@ -239,3 +239,16 @@ def test_analysis_card_and_ranking_marks_in_chromium(two_entries, tmp_path):
         driver.save_screenshot(str(ARTIFACTS / "card.png"))
     finally:
         driver.quit()
+
+
+def test_export_keeps_one_threat_model_apart(two_entries, tmp_path):
+    lb = two_entries[0]
+    out = tmp_path / "linf.csv"
+    result = CliRunner().invoke(cli, ["export", str(lb), "--threat", "linf", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert set(table["threat_model"]) == {"linf"} and len(table) == 3 and "robust_acc@8/255" in table.columns
+    none = CliRunner().invoke(cli, ["export", str(lb), "--threat", "patch", "--out", str(tmp_path / "p.csv")])
+    assert none.exit_code == 0 and "(0 entries" in none.output
+    bad = CliRunner().invoke(cli, ["export", str(lb), "--threat", "stickers"])
+    assert bad.exit_code == 2 and "stickers" in bad.output

@@ -9,6 +9,7 @@ import click
 from advrp2k.cli.group import cli
 from advrp2k.cli.params import results_argument
 from advrp2k.core.errors import UsageError
+from advrp2k.core.threat import THREAT_MODELS
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
@@ -81,8 +82,13 @@ def format_comparison(ea: dict, eb: dict, rows: list[dict]) -> str:
 @results_argument
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (default LEADERBOARD/leaderboard.FORMAT).")
-def export_cmd(leaderboard, fmt, out):
-    """Write the ranked leaderboard table with 95 % intervals as CSV, JSON or Parquet (pandas)."""
+@click.option("--threat", type=click.Choice(list(THREAT_MODELS)), default=None,
+              help="Only this threat model's boards [default: every threat model; the threat_model column says which].")
+def export_cmd(leaderboard, fmt, out, threat):
+    """Write the ranked leaderboard table with 95 % intervals as CSV, JSON or Parquet (pandas).
+
+    Budget columns are named by label (``robust_acc@8/255``, ``robust_acc@2%``); with several
+    threat models in one table, ``--threat`` keeps one threat model's columns apart."""
     from advrp2k.core.io import check_output_file
     from advrp2k.board.export import write_table
     from advrp2k.board.entries import load_entries
@@ -98,6 +104,9 @@ def export_cmd(leaderboard, fmt, out):
     for p in problems:
         click.echo(f"skipped invalid entry: {p}", err=True)
     table = ranked_table(leaderboard, entries)
+    if threat is not None:  # one threat model's rows, without the other threat models' budget columns
+        table = table[table["threat_model"] == threat] if len(table) else table
+        table = table.dropna(axis=1, how="all").reset_index(drop=True)
     write_table(table, out, fmt)
     ranked = int(table["rank"].notna().sum()) if len(table) else 0
     click.echo(f"wrote {out} ({len(table)} entries, {ranked} ranked)")
