@@ -350,8 +350,8 @@ def test_every_threat_model_gets_its_board_and_cards_on_the_site(tiny_synth, tmp
     out = invoke("leaderboard", "build", lb)
     assert out.exit_code == 0, out.output
     index = (lb / "site/index.html").read_text()
-    for threat in ("linf", "patch", "shelf"):
-        assert f'id="table-rp2k_synth-{threat}"' in index
+    at = [index.index(f'id="table-rp2k_synth-{threat}"') for threat in ("linf", "patch", "shelf")]
+    assert at == sorted(at)  # boards in the catalogue's order, l_inf first
     assert "Robust patch 5%" in index and "Robust severity 3" in index and "Mean corruption acc. (severity 3)" in index
     card = (lb / "site/entries/rp2k_synth/shelf/Standard_smallcnn.html").read_text()
     assert 'id="corruptions"' in card and "low resolution" in card and 'href="../../../index.html"' in card

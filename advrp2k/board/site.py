@@ -21,6 +21,7 @@ from advrp2k.board.plots import accuracy_svg, fig7_svg, severity_svg
 from advrp2k.board.paper import TABLE5, TABLE5_ROWS
 from advrp2k.board.ranking import board_statistics, boards, paper_protocol_acc
 from advrp2k.core.ranking_rule import RANKING_EPS_LABELS, RANKING_RULE
+from advrp2k.core.threat import THREAT_MODELS
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -48,7 +49,9 @@ def _card_path(entry: dict) -> str:
 def _sections(entries: list[dict], leaderboard: Path) -> list[dict]:
     """One ranked table per (dataset, threat model), real data first, with each entry's rank
     interval and whether it differs significantly from the next one down (``_stats``)."""
-    keys = sorted({(e["dataset"], e["threat_model"], e["synthetic"]) for e in entries}, key=lambda k: (k[2], k[0]))
+    order = list(THREAT_MODELS)  # within a dataset, the catalogue's order: linf first
+    keys = sorted({(e["dataset"], e["threat_model"], e["synthetic"]) for e in entries},
+                  key=lambda k: (k[2], k[0], order.index(k[1]) if k[1] in order else len(order)))
     if not any(not k[2] for k in keys):
         keys.insert(0, ("rp2k", "linf", False))  # the paper's rows have a home even before any real entry
     out = []
