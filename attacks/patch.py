@@ -2,8 +2,8 @@
 placed where it does the most harm, with any content in [0, 1]; nothing outside it changes.
 
 * ``patch_pgd``: a location search, then gradient steps on the patch's pixels (Brown et al. 2017,
-  arXiv:1712.09665), with expectation over small shelf transformations (scale, rotation, shift,
-  brightness, contrast; Athalye et al. 2018, arXiv:1707.07397) so the patch does not depend on an
+  arXiv:1712.09665), with expectation over small shelf transformations (perspective, scale,
+  rotation, shift, brightness, contrast; Athalye et al. 2018, arXiv:1707.07397) so the patch does not depend on an
   exact pose. Locations: the ``locations`` windows of largest input-gradient mass (saliency),
   kept apart by half a side, each tried in turn on the examples still unfooled.
 * ``patch_rs``: a gradient-free random search in the spirit of Sparse-RS (Croce et al. 2022,
@@ -118,7 +118,7 @@ class PatchPGD(_PatchAttack):
         """Gradient steps on the patch at ``corners`` for the batch ``rows``; fooling points go to ``out``."""
         idx = [index[r] for r in rows.tolist()]
         content = uniform_streams((3, side, side), self.seed, idx, [restart] * len(idx), x.dtype).to(x.device)
-        jitter = uniform_streams((self.steps, self.eot, 6), self.seed + 1, idx, [restart] * len(idx),
+        jitter = uniform_streams((self.steps, self.eot, JITTER_DRAWS), self.seed + 1, idx, [restart] * len(idx),
                                  torch.float64).to(x.device)
         active = torch.arange(len(rows), device=x.device)
         forwards = backwards = 0
@@ -167,15 +167,24 @@ class PatchPGD(_PatchAttack):
         return torch.stack([_top_windows(m, self.locations, max(1, side // 2)) for m in mass.detach().cpu()])
 
 
+#: Uniform draws per transformation: scale, rotation, shift x and y, contrast, brightness, tilt x and y.
+JITTER_DRAWS = 8
+
+
 def _shelf_jitter(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Small shelf transformations from uniform draws ``u`` (N, 6): scale 0.95-1.05, rotation
-    +-5 degrees, shift +-3 %, contrast 0.85-1.15, brightness +-0.05 (differentiable)."""
+    """Small shelf transformations from uniform draws ``u`` (N, 8): scale 0.95-1.05, rotation
+    +-5 degrees, shift +-3 %, a mild perspective (the camera tilted: a homography whose projective
+    terms are +-0.08 in each axis), contrast 0.85-1.15, brightness +-0.05 (differentiable)."""
     u = u.to(x.dtype)
     scale, angle = 0.95 + 0.1 * u[:, 0], (u[:, 1] - 0.5) * (math.pi / 18)
     tx, ty = (u[:, 2] - 0.5) * 0.06, (u[:, 3] - 0.5) * 0.06
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    plain = F.affine_grid(torch.eye(2, 3, dtype=x.dtype, device=x.device).expand(len(x), -1, -1), list(x.shape),
+                          align_corners=False)  # each output pixel's own coordinates in [-1, 1]
+    tilt = (u[:, 6:8] - 0.5) * 0.16
+    grid = grid / (1 + (plain * tilt[:, None, None, :]).sum(-1, keepdim=True))
     moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     contrast, bright = 0.85 + 0.3 * u[:, 4], (u[:, 5] - 0.5) * 0.1
     return ((moved - 0.5) * contrast[:, None, None, None] + 0.5 + bright[:, None, None, None]).clamp(0, 1)

@@ -378,3 +378,21 @@ def test_a_flag_whose_remedies_serve_another_threat_model_is_reported_not_escala
     text = format_entry(entry)
     assert "NOT ESCALATED: white-box beats random search: remedy square does not serve patch, not run" in text
     assert "ESCALATED because" not in text
+
+
+def test_the_sticker_transformations_are_the_identity_at_their_centre_and_tilt_the_image_otherwise():
+    from advrp2k.attacks.patch import JITTER_DRAWS, _shelf_jitter
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    centre = torch.full((2, JITTER_DRAWS), 0.5)
+    assert torch.allclose(_shelf_jitter(x, centre), x, atol=1e-5)  # scale 1, no turn, shift, tilt or light change
+    tilted = centre.clone()
+    tilted[:, 6] = 1.0  # only the perspective term: the camera tilted sideways
+    content = x.clone().requires_grad_(True)
+    out = _shelf_jitter(content, tilted)
+    assert not torch.allclose(out, x, atol=1e-3) and out.min() >= 0 and out.max() <= 1
+    # a homography, not an affine map: the left and right edges are scaled differently
+    left, right = (out - x)[..., :4].abs().mean(), (out - x)[..., -4:].abs().mean()
+    assert not torch.isclose(left, right, rtol=0.05)
+    out.sum().backward()
+    assert content.grad is not None and content.grad.abs().sum() > 0
