@@ -105,7 +105,7 @@ class MALT(Attack):
         fooled = _fooled(model, x_adv, y)  # verified here, and again by the engine
         counts = {"examples": len(y), "nearest target outside the top 9 logits": int((ranks[:, 0] >= 9).sum()),
                   "fooled with the nearest target outside the top 9": int((fooled & (ranks[:, 0] >= 9)).sum())}
-        return AttackResult(x_adv, fooled, extra={"counts": counts})
+        return AttackResult(x_adv, fooled, extra={"counts": counts, "targets": chosen.cpu().tolist()})
 
 
 def _apgd_targeted_class():

@@ -112,3 +112,27 @@ def test_malt_tallies_of_its_chosen_targets_reach_the_entry(tiny_synth, tmp_path
     attacked = counts["malt@8/255: examples"]
     assert attacked > 0 and counts["malt@8/255: nearest target outside the top 9 logits"] == 0  # 8 SKUs: 7 wrong
     assert [a for a in entry["attacks"] if a["name"] == "malt"][0]["candidates"] == 100
+
+    from advrp2k.analysis.results import examples
+
+    df = examples(board / "entries" / "rp2k_synth" / "linf" / "Standard_smallcnn.json")
+    aimed = df["malt targets@8/255"]  # per example: MALT's chosen targets, nearest first
+    attacked = aimed.notna()
+    assert attacked.sum() == counts["malt@8/255: examples"] and (df.loc[attacked, "clean_correct"]).all()
+    for label, targets in zip(df.loc[attacked, "label"], aimed[attacked]):
+        assert len(targets) == 3 and len(set(targets)) == 3 and label not in targets
+
+
+def test_malt_targets_reach_the_batch_result_and_a_malformed_record_is_refused():
+    from advrp2k.eval.state import state_problem as validate_examples
+
+    model = _random_linear()
+    x = torch.rand(5, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 3, 5, 7, 11])
+    result = create_attack("malt", parse_eps("8/255"), steps=2, targets=2)(model, x, y)
+    assert result.extra["targets"] == malt_targets(model, x, y, 100, 2).tolist()
+    record = {"header": {}, "clean_correct": [True, True], "complete": True,
+              "stages": {"0:malt@8/255": {"done": [0, 1], "fooled": [], "adv_class": [], "targets": {"0": [2, 3]}}}}
+    assert validate_examples(record) is None
+    record["stages"]["0:malt@8/255"]["targets"] = {"7": [2]}  # an example that does not exist
+    assert "targets" in validate_examples(record)

@@ -1,7 +1,7 @@
 """Per-example results as a pandas DataFrame: one row per test example.
 
 The evaluator saves, beside each entry, which examples each attack fooled at each eps and the
-class each fooling point went to (``<leaderboard>/examples/<dataset>/linf/<model_id>.json``),
+class each fooling point went to (``<leaderboard>/examples/<dataset>/<threat>/<model_id>.json``),
 plus the context the analyses need (labels, class names, training counts, attributes).
 Everything else (intervals, curves, the long tail, mistake severity, paired comparisons) is
 computed from this table, never by re-running attacks.
@@ -10,7 +10,9 @@ Columns of ``examples(entry_path)``:
     index, label, sku, train_count, one column per attribute (product_type, shape, brand, ...),
     clean_correct, ``robust@<eps>`` for each evaluated eps (bool), fooled_by (attack name or
     None), fooled_at (eps label or None), adv_class (int, -1 when not fooled), adv_sku,
-    largest_robust_eps (float; 0.0 when fooled at the smallest eps, NaN when misclassified clean).
+    largest_robust_eps (float; 0.0 when fooled at the smallest eps, NaN when misclassified clean);
+    for a targeted attack that reports its aim (MALT), ``<attack> targets@<eps>``: per example the
+    classes it aimed at, nearest first (None where it did not attack).
 """
 from __future__ import annotations
 
@@ -65,7 +67,17 @@ def frame(data: dict, where: str = "per-example results") -> pd.DataFrame:
         df[key] = [attrs.get(s, {}).get(key, "") for s in df["sku"]]
     df["clean_correct"] = np.asarray(data["clean_correct"], dtype=bool)
     _add_attack_columns(df, data["stages"], classes, (data.get("header") or {}).get("eps", []))
+    _add_target_columns(df, data["stages"])
     return df
+
+
+def _add_target_columns(df: pd.DataFrame, stages: dict) -> None:
+    """``<attack> targets@<eps>``: the classes a targeted attack aimed at, per example it attacked."""
+    for key, st in stages.items():
+        if "targets" in st:
+            name, label = key.split(":", 1)[1].split("@", 1)
+            aimed = {int(i): list(t) for i, t in st["targets"].items()}
+            df[f"{name} targets@{label}"] = [aimed.get(i) for i in range(len(df))]
 
 
 def _add_attack_columns(df: pd.DataFrame, stages: dict, classes: list[str], evaluated: list[str]) -> None:

@@ -144,7 +144,9 @@ class Engine:
                     kept.append(i)
             if kept:
                 self.state.save_points(key, kept, torch.stack([adv_points[i] for i in kept]))
-            self.state.record(key, idx.tolist(), fooled_now, adv_class)
+            aimed = (res.extra or {}).get("targets")  # per example: the classes a targeted attack aimed at
+            targets = {i: [int(c) for c in t] for i, t in zip(idx.tolist(), aimed)} if aimed is not None else None
+            self.state.record(key, idx.tolist(), fooled_now, adv_class, targets)
             if bar is not None:
                 bar.update(len(idx))
         if bar is not None:

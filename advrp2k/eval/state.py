@@ -87,7 +87,8 @@ class EvalState:
                              f"resume from it; delete the file (or pass --restart) to evaluate from scratch")
         self.clean_correct = data["clean_correct"]
         self.stages = {k: {"done": list(v["done"]), "fooled": list(v["fooled"]),
-                           "adv_class": list(v.get("adv_class", [-1] * len(v["fooled"])))}
+                           "adv_class": list(v.get("adv_class", [-1] * len(v["fooled"]))),
+                           **({"targets": dict(v["targets"])} if "targets" in v else {})}
                        for k, v in data["stages"].items()}
         self.counts.update(data.get("counts") or {})
         self.complete = data["complete"]
@@ -98,13 +99,18 @@ class EvalState:
         st = self.stages.get(key, {"done": [], "fooled": []})
         return set(st["done"]), set(st["fooled"])
 
-    def record(self, key: str, done: list[int], fooled: list[int], adv_class: list[int] | None = None) -> None:
-        """Save a finished batch: examples attacked, those fooled, and the class each fooling point went to."""
+    def record(self, key: str, done: list[int], fooled: list[int], adv_class: list[int] | None = None,
+               targets: dict[int, list[int]] | None = None) -> None:
+        """Save a finished batch: examples attacked, those fooled, the class each fooling point went
+        to, and (a targeted attack's) the classes each example was aimed at (``targets``:
+        ``{"<index>": [class, ...]}`` in the saved file)."""
         st = self.stages.setdefault(key, {"done": [], "fooled": [], "adv_class": []})
         st["done"] += done
         st["fooled"] += fooled
         st.setdefault("adv_class", [])
         st["adv_class"] += adv_class if adv_class is not None else [-1] * len(fooled)
+        if targets:
+            st.setdefault("targets", {}).update({str(i): list(t) for i, t in targets.items()})
         self.save()
 
     def merge(self, other: dict) -> None:
@@ -118,6 +124,8 @@ class EvalState:
             fooled.update(zip(st["fooled"], st.get("adv_class") or [-1] * len(st["fooled"])))
             mine["done"] = sorted(done | set(st["done"]))
             mine["fooled"], mine["adv_class"] = list(fooled), list(fooled.values())
+            if "targets" in st:
+                mine.setdefault("targets", {}).update(st["targets"])
         for k, v in other.get("counts", {}).items():
             self.counts[k] = self.counts.get(k, 0) + v
 
@@ -233,8 +241,13 @@ def state_problem(data) -> str | None:
         return "no 'stages' object"
     n = len(clean) if isinstance(clean, list) else None
     for key, st in stages.items():
-        if not isinstance(st, dict) or not {"done", "fooled"} <= set(st) <= {"done", "fooled", "adv_class"}:
+        if not isinstance(st, dict) or not {"done", "fooled"} <= set(st) <= {"done", "fooled", "adv_class", "targets"}:
             return f"stage {key[:40]!r} is not {{'done': [...], 'fooled': [...], 'adv_class': [...]}}"
+        aimed = st.get("targets", {})
+        if not isinstance(aimed, dict) or not all(
+                isinstance(k, str) and k.isdigit() and _index_ok(int(k), n) and isinstance(t, list)
+                and all(_index_ok(c, None) for c in t) for k, t in aimed.items()):
+            return f"stage {key[:40]!r}: 'targets' is not {{example index: [class, ...]}}"
         for part in ("done", "fooled"):
             ids = st[part]
             if not isinstance(ids, list) or not all(_index_ok(i, n) for i in ids):

@@ -35,7 +35,9 @@ class AttackResult:
         backwards: example-input-gradient passes spent.
         extra: ``{"counts": {name: int}}`` tallies the attack keeps of its own choices (MALT: how
             many chosen targets lie outside the top 9 logits); the evaluator adds them up per
-            attack and eps into the entry's ``reproducibility.counts``.
+            attack and eps into the entry's ``reproducibility.counts``; ``{"targets": [[class, ...],
+            ...]}``, one list per example of the batch, the classes a targeted attack aimed at (MALT:
+            its chosen targets, nearest first), kept per example in the per-example results.
     """
 
     x_adv: torch.Tensor
