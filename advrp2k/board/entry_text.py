@@ -83,7 +83,8 @@ def _format_analyses(entry: dict) -> list[str]:
     lines = []
     c = entry.get("curve")
     if c and len(c["eps"]) > 3:
-        half = "not reached" if c["half_clean_eps"] is None else threat_model(entry.get("threat_model", "linf")).value_text(c["half_clean_eps"])
+        threat = threat_model(entry.get("threat_model", "linf"))
+        half = "not reached" if c["half_clean_eps"] is None else threat.value_text(c["half_clean_eps"])
         lines += ["", f"  curve: half of clean accuracy at {half}; normalised AUC {c['auc']:.3f} "
                       f"(0 to {c['labels'][-1]})"]
     a = entry.get("analysis")

@@ -101,9 +101,7 @@ def _eval_one(ctx, threat, attack_eps, attacks, attack_args, n_examples, batch_s
         _give_model(ctx, job, model_spec, weights, classes_from, name)
     elif classes_from or name:
         raise UsageError("--classes and --name describe your own model: pass them with --model or --weights")
-    from advrp2k.core.threat import threat_model
-
-    names = _suite_names(attacks, threat_model(threat))
+    names = _suite_names(attacks, THREAT_MODELS[threat])
     job.attacks = apply_attack_args(attack_specs(names, job.protocol, threat), attack_args)
     out = run_eval(job)
     if out["entry"] is None:
