@@ -55,14 +55,7 @@ def paired_bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed
     Returns:
         (difference, low, high). The same resampled example sets are used for both sides.
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    d = a - b
-    if len(d) == 0:
-        return 0.0, 0.0, 0.0
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
-    means = d[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(d.mean()), float(lo), float(hi)
+    return bootstrap_mean(np.asarray(a, dtype=float) - np.asarray(b, dtype=float), n_boot, seed, level)
 
 
 def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0,

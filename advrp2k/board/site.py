@@ -74,7 +74,6 @@ def _threat_columns(threat: str, rows: list[dict]) -> dict:
     ranking budgets of its threat model, and any other budget its entries were evaluated at."""
     from advrp2k.core.eps import by_eps
     from advrp2k.core.ranking_rule import rank_label, ranking_labels, ranking_rule
-    from advrp2k.core.threat import THREAT_MODELS
 
     model = THREAT_MODELS.get(threat)
     sizes = {(e.get("data") or {}).get("image_size") for e in rows} or {None}

@@ -71,7 +71,7 @@ def eval_cmd(ctx, threats, attacks, attack_eps, attack_args, n_examples, batch_s
         attack_eps = CURVE_EPS
     suites = {t.name: _suite_names(attacks, t) for t in chosen}
     for pair in attack_args:  # each names an attack of some threat model's suite (applied to that one)
-        target = pair.partition("=")[0].rpartition(".")[0]
+        target = _attack_named(pair)
         if target and not any(target in names for names in suites.values()):
             listed = "; ".join(f"{t}: {', '.join(n)}" for t, n in suites.items())
             raise UsageError(f"--attack-arg {pair!r} names attack {target!r}, which is in no suite of this run ({listed}): "
@@ -79,7 +79,7 @@ def eval_cmd(ctx, threats, attacks, attack_eps, attack_args, n_examples, batch_s
     for position, threat in enumerate(chosen):
         if position:
             click.echo("")
-        mine = [p for p in attack_args if p.partition("=")[0].rpartition(".")[0] in suites[threat.name]] \
+        mine = [p for p in attack_args if _attack_named(p) in suites[threat.name]] \
             if len(chosen) > 1 else attack_args
         budgets = (parse_eps_list(attack_eps) if threat.name == "linf" else threat.parse_budgets(attack_eps)) \
             if attack_eps is not None else None
@@ -112,6 +112,11 @@ def _eval_one(ctx, threat, attack_eps, attacks, attack_args, n_examples, batch_s
                    f"results, nothing attacked again (--restart evaluates afresh)")
     else:
         click.echo(f"\nwrote {out['path']}")
+
+
+def _attack_named(pair: str) -> str:
+    """The attack an ``--attack-arg NAME.KEY=VALUE`` names (``""`` when malformed)."""
+    return pair.partition("=")[0].rpartition(".")[0]
 
 
 def _suite_names(attacks: str | None, threat) -> list[str]:
