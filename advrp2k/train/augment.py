@@ -3,12 +3,16 @@
 ``--augment paper``: a constant border of 0 to 30 px, a random crop of up to 10 px, a random
 perspective transform, and brightening or darkening by up to 20 %. Pixel amounts are the
 paper's at 224 px, scaled to the training image size. Every draw comes from the trainer's
-``augment`` generator (checkpointed with the rest), so a resumed run augments identically.
+``augment`` generator (checkpointed with the rest), so a resumed run augments identically. The perspective warp is advrp2k.core.warp's, which calls
+no BLAS or LAPACK routine, so a one-thread training gives the same checkpoint on any x86 CPU with
+the same versions (docs/reproducing.md).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from advrp2k.core import warp
 
 AUGMENTS = ("none", "paper")
 PAPER_SIZE = 224
@@ -41,7 +45,5 @@ def _paper_one(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     corners = [[0, 0], [size - 1, 0], [size - 1, size - 1], [0, size - 1]]
     jitter = PERSPECTIVE * size / 2
     moved = [[min(max(int(round(c + _u(g, -jitter, jitter))), 0), size - 1) for c in corner] for corner in corners]
-    from torchvision.transforms.v2 import functional as TF  # only under --augment paper
-
-    img = TF.perspective(img, corners, moved)
+    img = warp.perspective(img, corners, moved)  # BLAS-free: the same bits on Intel and AMD
     return (img * _u(g, 1 - BRIGHTNESS, 1 + BRIGHTNESS)).clamp(0, 1)
