@@ -36,6 +36,7 @@ _PUBLIC = {
     "AdversarialTraining": "advrp2k.plugins.defense", "Defense": "advrp2k.plugins.defense",
     "TestTimeDefense": "advrp2k.plugins.defense", "TrainingDefense": "advrp2k.plugins.defense",
     "create_defense": "advrp2k.plugins.defense",
+    "Listed": "advrp2k.plugins.listing", "plugin_source": "advrp2k.plugins.listing",
     "create_model": "advrp2k.models.factory", "list_archs": "advrp2k.models.factory",
     "with_normalization": "advrp2k.models.external",
     "benchmark": "advrp2k.api", "BenchmarkResult": "advrp2k.api", "dataset_classes": "advrp2k.api",
@@ -72,6 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; nothing here runs
     from advrp2k.core.shelf import shelf_apply, shelf_candidates
     from advrp2k.core.threat import THREAT_MODELS, threat_model
     from advrp2k.core.threat_sets import check_point, distances, patch_side, project, start_from_uniform, steepest_step
+    from advrp2k.plugins.listing import Listed, plugin_source
     from advrp2k.plugins.losses import LOSSES, set_margin
     from advrp2k.plugins.options import Option
     from advrp2k.plugins.registry import (ARCHS, ATTACKS, DATASETS, DEFENSES, load_plugins, register_arch,

@@ -29,21 +29,14 @@ import torch
 from torch import nn
 
 from advrp2k import ATTACKS, BALL_TOLERANCE, Attack, AttackResult, Option, distances, register_attack
+from advrp2k.attacks.torchattacks_names import L2_ONLY, NOT_LINF, PREFIX, threats_of  # noqa: F401 (re-exported)
 
-#: torchattacks attacks of the l2 threat model only.
-L2_ONLY = {"PGDL2"}
-#: torchattacks attacks served by no threat model here (no budget, another norm, or not a
-#: per-batch attack), with why.
-NOT_LINF = {"CW": "L2 without a budget (a minimal-distance attack)", "PGDRSL2": "L2 against a randomized-smoothing model",
-            "DeepFool": "L2 without a budget (a minimal-distance attack)", "EADEN": "elastic-net (L1 + L2)",
-            "EADL1": "L1", "JSMA": "L0", "OnePixel": "L0", "Pixle": "L0", "SparseFool": "L0",
-            "GN": "none (Gaussian noise)", "VANILA": "none (no perturbation)",
-            "LGV": "l_inf through surrogate models trained on a train loader (not a per-batch attack)",
-            "MultiAttack": "a container of other attacks"}
+#: advrp2k list reads the ta: family from torchattacks' sources, without importing it or torch.
+PLUGIN_LISTING = "advrp2k.attacks.torchattacks_names:listed"
+
 EPS_PARAM = {"PIFGSM": "max_epsilon", "PIFGSMPP": "max_epsilon"}
 FIXED = {"norm": "Linf", "verbose": False}
 MAX_TARGETS = 9  # torchattacks' n_classes is targets + 1
-PREFIX = "ta:"
 
 
 def _library():
@@ -148,10 +141,7 @@ def _register_all() -> None:
 
 
 def _threats_of(cls) -> tuple[str, ...]:
-    """The threat models a torchattacks class serves: l2 only, both (it takes a ``norm``), or l_inf."""
-    if cls.__name__ in L2_ONLY:
-        return ("l2",)
-    return ("linf", "l2") if "norm" in inspect.signature(cls.__init__).parameters else ("linf",)
+    return threats_of(cls.__name__, inspect.signature(cls.__init__).parameters)
 
 
 def explain_unknown(name: str) -> str | None:

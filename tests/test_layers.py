@@ -160,10 +160,11 @@ def test_light_layers_import_without_torch(module):
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["leaderboard", "--help"], ["leaderboard", "validate", "LB"],
-                                  ["leaderboard", "build", "LB"]])
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "attacks"], ["leaderboard", "--help"],
+                                  ["leaderboard", "validate", "LB"], ["leaderboard", "build", "LB"]])
 def test_light_commands_run_without_importing_torch(tmp_path, args):
-    """``advrp2k --help`` and ``leaderboard validate``/``build`` never load torch (or any plugin)."""
+    """``advrp2k --help``, ``list`` and ``leaderboard validate``/``build`` never load torch (``list``
+    reads the built-in plugins from their sources)."""
     (tmp_path / "LB" / "entries").mkdir(parents=True)
     code = ("import sys\nfrom advrp2k.cli import main\nsys.argv = ['advrp2k', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"

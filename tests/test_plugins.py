@@ -147,3 +147,36 @@ def test_a_defense_takes_protocol_settings_through_its_hook_and_defense_arg_over
     assert madry.config()["attack"]["steps"] == 2
     _, standard = defense_for(Job("standard", get_protocol("paper")))  # no hook: no options
     assert "attack" not in standard.config()
+
+
+def test_the_listing_read_from_sources_is_what_the_registries_hold():
+    """``advrp2k list`` reads the built-in plugins (and torchattacks' ta: family) from their
+    sources without importing them; it must list exactly what importing them registers."""
+    from advrp2k.plugins.listing import from_registries, from_sources
+
+    _registry.load_plugins()
+    builtin = {p for p in from_registries() if _registry.REGISTRIES[p.kind].info(p.name).module in _registry.BUILTIN_MODULES}
+    read = from_sources(_registry.BUILTIN_MODULES)
+    assert read is not None and len(read) == len(set(read))
+    assert set(read) == builtin
+    by_name = {p.name: p for p in read}
+    assert by_name["pgd"].threats == ("linf", "l2", "switch") and by_name["patch_rs"].threats == ("patch",)
+    assert by_name["ta:PGDL2"].threats == ("l2",) and by_name["ta:PGDL2"].library.startswith("torchattacks ")
+    assert "ta:CW" not in by_name  # refused: no budget
+
+
+def test_a_module_the_listing_cannot_read_is_imported_instead():
+    from advrp2k.plugins.listing import from_sources
+
+    assert from_sources(("advrp2k.core.eps",)) is None  # registers nothing it can see
+    assert from_sources(("no_such_module_here",)) is None
+
+
+def test_list_reports_installed_plugins_and_broken_ones_without_loading_the_builtins(plugin_dir, monkeypatch):
+    _use_entry_points(monkeypatch, EntryPoint("broken", "broken_plugin", "advrp2k"),
+                      EntryPoint("demo", "demo_plugin", "advrp2k"))
+    result = CliRunner().invoke(cli, ["list", "defenses"])
+    assert result.exit_code == 0, result.output
+    listed = result.output.splitlines()[0].removeprefix("defenses: ").split(", ")
+    assert sorted(listed) == listed and {"demo", "madry", "standard"} <= set(listed) and len(listed) == len(set(listed))
+    assert "broken" in result.output and "needs libfoo" in result.output

@@ -189,21 +189,27 @@ def train_cmd(**kw):
 @click.argument("kind", required=False, type=click.Choice(sorted(_registry.REGISTRIES)))
 def list_cmd(kind):
     """List registered plugins (datasets, archs, attacks, defenses)."""
-    for name, reg in _registry.REGISTRIES.items():
+    from advrp2k.plugins.listing import plugins_to_list
+
+    listed, failures = plugins_to_list()
+    for name in _registry.REGISTRIES:
         if kind in (None, name):
-            shown = [n + (f" ({lib})" if (lib := getattr(reg.get(n), "library", "")) else "") for n in reg.names()]
-            click.echo(f"{name}: {', '.join(shown)}")
+            here = sorted((p for p in listed if p.kind == name), key=lambda p: p.name)
+            click.echo(f"{name}: {', '.join(p.name + (f' ({p.library})' if p.library else '') for p in here)}")
             if name == "archs":  # built from a prefix, not registered one by one
                 click.echo("  also: timm:<name> (any timm architecture), rb:<RobustBench ImageNet Linf model>")
             if name == "attacks":
-                click.echo("  by threat model (--threat): " + _attacks_by_threat(reg))
+                click.echo("  by threat model (--threat): " + _attacks_by_threat(here))
+    for msg in failures.values():
+        click.echo(f"Warning: {msg}", err=True)
 
 
-def _attacks_by_threat(reg) -> str:
+list_cmd.needs_plugins = False  # read from the plugins' sources: no torch (plugins_to_list)
+
+
+def _attacks_by_threat(attacks) -> str:
     """``linf: a, b; l2: c`` — which attacks serve which threat model."""
-    from advrp2k.core.threat import THREAT_MODELS
-
-    served = {t: [n for n in reg.names() if t in getattr(reg.get(n), "threats", ("linf",))] for t in THREAT_MODELS}
+    served = {t: [p.name for p in attacks if t in p.threats] for t in THREAT_MODELS}
     return "; ".join(f"{t}: {', '.join(names) if len(names) <= 8 else ', '.join(names[:8]) + f' and {len(names) - 8} more'}"
                      for t, names in served.items())
 

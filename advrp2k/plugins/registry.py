@@ -118,6 +118,10 @@ class Registry:
         load_plugins()
         return sorted(n for n in self._plugins if fnmatch.fnmatch(n, pattern))
 
+    def registered(self) -> list[PluginInfo]:
+        """The plugins registered so far, by name, without loading any."""
+        return [self._plugins[n] for n in sorted(self._plugins)]
+
     def unregister(self, name: str) -> None:
         """Remove a plugin (for tests)."""
         self._plugins.pop(name, None)
@@ -135,6 +139,7 @@ register_attack = ATTACKS.register
 register_defense = DEFENSES.register
 
 _loaded = False
+_installed_loaded = False
 _load_failures: dict[str, str] = {}
 
 
@@ -165,12 +170,27 @@ def load_plugins(extra_modules: tuple[str, ...] = ()) -> dict[str, str]:
         _loaded = True
         for module in BUILTIN_MODULES:
             importlib.import_module(module)
-        if os.environ.get(AUTOLOAD_ENV, "").strip() not in ("1", "true", "yes"):
-            for ep in _entry_points():
-                _load_entry_point(ep)
+        load_installed_plugins()
     for module in extra_modules:
         load_local_plugin(module)
     return dict(_load_failures)
+
+
+def load_installed_plugins() -> dict[str, str]:
+    """Import the entry-point plugins of installed packages once (unless autoloading is
+    disabled), without the built-in ones; returns the failures so far."""
+    global _installed_loaded
+    if not _installed_loaded:
+        _installed_loaded = True
+        if os.environ.get(AUTOLOAD_ENV, "").strip() not in ("1", "true", "yes"):
+            for ep in _entry_points():
+                _load_entry_point(ep)
+    return dict(_load_failures)
+
+
+def plugins_loaded() -> bool:
+    """Whether ``load_plugins`` has run (the registries then hold every plugin)."""
+    return _loaded
 
 
 def _entry_points() -> list:
@@ -208,6 +228,6 @@ def load_failures() -> dict[str, str]:
 
 def reset_plugin_loading() -> None:
     """Forget that entry points were scanned (for tests that install plugins)."""
-    global _loaded
-    _loaded = False
+    global _loaded, _installed_loaded
+    _loaded = _installed_loaded = False
     _load_failures.clear()
