@@ -2,14 +2,16 @@
 stand-in with a Madry model, in one run.
 
 For every clean-correct test image (the whole test split), each attack runs standalone, as the
-ranking protocol runs them: (a) AutoAttack standard (APGD-CE, APGD-T on the top 9 logits,
+ranking protocol runs them (with ``--cascade``, each attack of a suite runs only on the images the
+earlier ones left unfooled, as AutoAttack runs its own attacks and ``advrp2k eval --cascade`` runs
+a suite): (a) AutoAttack standard (APGD-CE, APGD-T on the top 9 logits,
 FAB-T, Square 5,000 queries; its own cascade inside); (b) PGD-20 + APGD-CE + MALT, and the
 variants named with ``--suite``. It prints forward and input-gradient passes per attacked image
 (counted by hooks on the model, whatever an attack reports), wall time, robust accuracy, and
 the examples each fools that the other does not. Targets: (b) costs at most 0.5x of (a), and
 its robust accuracy is not higher than (a)'s by more than one example.
 
-    python3 benchmarks/many_class_eval.py [--skus 2388] [--per-sku 12,3] [--size 16] [--eps 8/255]
+    python3 benchmarks/many_class_eval.py [--skus 2388] [--per-sku 12,3] [--size 16] [--eps 8/255] [--cascade]
 
 The stand-in (the one `advrp2k study skus` writes: the same images for every SKU) and the model (Madry 8/255, quick
 protocol) are cached under $ADVRP2K_HOME; numbers are synthetic, not RP2K results.
@@ -24,6 +26,7 @@ import torch
 from advrp2k import create_attack, frozen_eval, parse_eps
 from advrp2k.data import load_split
 from advrp2k.eval.engine import counted_passes
+from advrp2k.eval.siblings import sibling_table
 from advrp2k.jobs.job import Job, load_job_data
 from advrp2k.jobs.model_store import get_model
 from advrp2k.jobs.protocols import get_protocol
@@ -39,16 +42,19 @@ SUITES = {
 }
 
 
-def run_attack(name, options, model, x, y, eps, batch) -> tuple[torch.Tensor, dict, float]:
-    """Fooled mask over all of ``x``, pass counts and wall seconds of one standalone attack."""
+def run_attack(name, options, model, x, y, eps, batch, only=None, siblings=None) -> tuple[torch.Tensor, dict, float]:
+    """Fooled mask over all of ``x``, pass counts and wall seconds of one attack, on every image or
+    on the images ``only`` (a bool mask) selects; ``siblings`` (classes, classes) is offered to an
+    attack that uses it, as the engine offers it."""
     attack = create_attack(name, eps, **options)
     counts = {"attack_forwards": 0, "attack_backwards": 0}
     fooled = torch.zeros(len(y), dtype=torch.bool)
+    chosen = torch.arange(len(y)) if only is None else only.nonzero().squeeze(1)
     start = time.perf_counter()
     with frozen_eval(model), counted_passes(model, counts):
-        for lo in range(0, len(y), batch):
-            idx = torch.arange(lo, min(lo + batch, len(y)))
-            result = attack(model, x[idx], y[idx], index=idx)
+        for idx in chosen.split(batch):
+            hints = {"siblings": siblings[y[idx]]} if siblings is not None and attack.uses_siblings else {}
+            result = attack(model, x[idx], y[idx], index=idx, **hints)
             for key, value in (result.extra or {}).get("counts", {}).items():  # MALT's tallies of its choices
                 counts[key] = counts.get(key, 0) + value
             with torch.no_grad():
@@ -108,6 +114,9 @@ def main() -> None:
     parser.add_argument("--eps", default="8/255")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--suite", action="append", choices=sorted(SUITES), help="suites beside (a) and (b)")
+    parser.add_argument("--cascade", action="store_true",
+                        help="each attack of a suite runs only on the images the earlier ones left unfooled, as "
+                             "AutoAttack runs its own attacks (advrp2k eval --cascade); the default runs each on every image")
     parser.add_argument("--project", action="store_true",
                         help="also time a ResNet-34 at 224 px and project each suite to RP2K's 39,457 test images")
     args = parser.parse_args()
@@ -123,15 +132,20 @@ def main() -> None:
         correct = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(y), 512)]) == y
     xs, ys = x[correct], y[correct]
     eps = parse_eps(args.eps)
+    siblings = sibling_table(prep.scan.classes, prep.scan.attributes) if prep.scan.attributes else None
     print(f"{args.skus} SKUs, {len(y)} test images ({per_sku[1]} per SKU), {args.size} px; Madry 8/255 (quick "
-          f"protocol): clean {correct.float().mean():.2%} ({len(ys)} attacked); eps {eps.label}; synthetic data")
+          f"protocol): clean {correct.float().mean():.2%} ({len(ys)} attacked); eps {eps.label}; synthetic data; "
+          + ("suites cascaded (each attack on the earlier ones' survivors)" if args.cascade else "each attack on every image")
+          + (f"; sibling SKUs in attributes.csv for {int(siblings.any(1).sum())} of {len(siblings)} SKUs" if siblings is not None
+             else "; no sibling SKUs in the data"))
     names = ["autoattack", "pgd+apgd_ce+malt"] + [s for s in (args.suite or []) if s not in ("autoattack", "pgd+apgd_ce+malt")]
     found, cost = {}, {}
     for suite in names:
         fooled = torch.zeros(len(ys), dtype=torch.bool)
         fwd = bwd = wall = 0
         for name, options in SUITES[suite]:
-            f, counts, seconds = run_attack(name, options, model, xs, ys, eps, args.batch)
+            only = ~fooled if args.cascade and fooled.any() else None
+            f, counts, seconds = run_attack(name, options, model, xs, ys, eps, args.batch, only, siblings)
             if name == "pgd":
                 pgd_cost = (counts["attack_forwards"], counts["attack_backwards"], seconds)
             fooled |= f

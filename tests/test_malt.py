@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advrp2k import create_attack, parse_eps
-from advrp2k.attacks.malt import linearised_distances, malt_targets
+from advrp2k.attacks.malt import candidate_classes, linearised_distances, malt_targets
 
 D = 3 * 4 * 4  # pixels of a 4 x 4 RGB image
 
@@ -77,14 +77,48 @@ def test_malt_reaches_a_target_outside_the_top_9_that_apgd_t_misses():
     assert (model(malt.x_adv).argmax(1) == fast).all()
     assert (malt.x_adv - x).abs().max() <= eps.value + 1e-6 and malt.x_adv.min() >= 0 and malt.x_adv.max() <= 1
     assert malt.extra["counts"] == {"examples": 4, "nearest target outside the top 9 logits": 4,
-                                    "fooled with the nearest target outside the top 9": 4}
+                                    "fooled with the nearest target outside the top 9": 4,
+                                    "examples with sibling candidates": 0,
+                                    "nearest target a sibling outside the candidates": 0,
+                                    "fooled with the nearest target a sibling": 0}
     few = create_attack("malt", eps, steps=20, candidates=9, targets=9)(model, x, y)
     assert not few.fooled.any()  # with AutoAttack's 9 candidates MALT misses it too: the choice is what matters
 
 
+def test_a_sibling_sku_outside_the_logit_candidates_is_scored_and_reached():
+    """AutoAttack's 9 candidates miss the reachable class; named as the true SKU's sibling (as
+    attributes.csv would), it joins MALT's candidates, is the nearest, and is reached."""
+    model, fast = _far_down_the_logits()
+    x, y = torch.full((4, 3, 4, 4), 0.5), torch.zeros(4, dtype=torch.long)
+    siblings = torch.zeros(4, 20, dtype=torch.bool)
+    siblings[:, fast] = True
+    eps = parse_eps("8/255")
+    assert malt_targets(model, x, y, 9, 1, siblings, max_siblings=10)[:, 0].tolist() == [fast] * 4
+    malt = create_attack("malt", eps, steps=20, candidates=9, targets=1)(model, x, y, siblings=siblings)
+    assert malt.fooled.all() and (model(malt.x_adv).argmax(1) == fast).all()
+    counts = malt.extra["counts"]
+    assert counts["examples with sibling candidates"] == 4
+    assert counts["nearest target a sibling outside the candidates"] == 4
+    assert counts["fooled with the nearest target a sibling"] == 4
+    none = create_attack("malt", eps, steps=20, candidates=9, targets=1, siblings=0)(model, x, y, siblings=siblings)
+    assert not none.fooled.any()  # the option switches them off
+
+
+def test_sibling_candidates_by_hand():
+    logits = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
+    y = torch.tensor([0, 5])
+    siblings = torch.tensor([[True, True, False, False, True, True], [False, False, False, False, False, True]])
+    classes, valid = candidate_classes(logits, y, 2, siblings, max_siblings=3)
+    # example 0: top-2 wrong classes 1, 2; siblings not among them, highest logit first: 4, 5 (0 is its own)
+    assert classes[0].tolist()[:4] == [1, 2, 4, 5] and valid[0].tolist() == [True, True, True, True]
+    # example 1: its only sibling is itself: nothing added, the padding column is not valid
+    assert classes[1].tolist()[:2] == [4, 3] and valid[1].tolist() == [True, True, False, False]
+    assert candidate_classes(logits, y, 2, None, 3)[0].shape == (2, 2)
+
+
 def test_malt_options_are_recorded():
     cfg = create_attack("malt", parse_eps("8/255"), targets=5).config()
-    assert cfg["targets"] == 5 and cfg["candidates"] == 100 and cfg["steps"] == 100
+    assert cfg["targets"] == 5 and cfg["candidates"] == 100 and cfg["steps"] == 100 and cfg["siblings"] == 10
     assert "linearised" in cfg["target_choice"]
 
 
@@ -111,6 +145,8 @@ def test_malt_tallies_of_its_chosen_targets_reach_the_entry(tiny_synth, tmp_path
     counts = entry["reproducibility"]["counts"]
     attacked = counts["malt@8/255: examples"]
     assert attacked > 0 and counts["malt@8/255: nearest target outside the top 9 logits"] == 0  # 8 SKUs: 7 wrong
+    # every SKU of the stand-in has a sibling in its attributes.csv: the engine passed them to MALT
+    assert counts["malt@8/255: examples with sibling candidates"] == attacked
     assert [a for a in entry["attacks"] if a["name"] == "malt"][0]["candidates"] == 100
 
     from advrp2k.analysis.results import examples

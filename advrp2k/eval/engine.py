@@ -30,11 +30,14 @@ class Engine:
     """Runs each attack over the eps budgets, only on examples still robust, with per-batch saves."""
 
     def __init__(self, model, x, y, clean, device, batch_size, progress, state: EvalState, passes: int = 1,
-                 precision: str = "fp32", goal: torch.Tensor | None = None):
+                 precision: str = "fp32", goal: torch.Tensor | None = None, siblings: torch.Tensor | None = None):
         self.model, self.x, self.y, self.clean, self.passes = model, x, y, clean, passes
         #: (examples, classes) bool: per example the classes that count as a success (ticket
         #: switching: the true SKU's siblings); None: any wrong class.
         self.goal = goal
+        #: (classes, classes) bool: each SKU's siblings in the data's attribute table, offered to
+        #: attacks that use them (``Attack.uses_siblings``) as target hints; None: the data names none.
+        self.siblings = siblings
         self.precision, self.overturned = precision, 0
         self.mine = distributed.owned(len(y))  # under torchrun: this process's examples
         self.device, self.batch_size, self.progress, self.state = device, batch_size, progress, state
@@ -116,7 +119,7 @@ class Engine:
             goal = self._goal_of(idx)
             with autocast(self.precision, self.device), counted_passes(self.model, self.counts):
                 res = attack(self.model, xb, yb, init=_stack_init(adv_points, idx, xb), index=idx,
-                             **_goal_kwargs(goal))
+                             **_goal_kwargs(goal), **self._sibling_kwargs(attack, idx))
             check_ball_and_box(spec.name, eps, xb, res.x_adv, spec.threat)  # whatever the plugin's __call__ did
             check_regenerated(spec, eps, xb, idx, res)
             for name, value in (res.extra or {}).get("counts", {}).items():  # the attack's own tallies
@@ -153,6 +156,12 @@ class Engine:
             bar.close()
         return key
 
+    def _sibling_kwargs(self, attack, idx: torch.Tensor) -> dict:
+        """``siblings=`` (the batch's rows, on the device) for an attack that uses them, when the data names any."""
+        if self.siblings is None or not getattr(attack, "uses_siblings", False):
+            return {}
+        return {"siblings": self.siblings[self.y[idx]].to(self.device)}
+
     def _goal_of(self, idx: torch.Tensor) -> torch.Tensor | None:
         """The goal rows of the batch ``idx`` (on the device), or None for any wrong class."""
         return None if self.goal is None else self.goal[idx].to(self.device)
@@ -167,7 +176,7 @@ class Engine:
         goal = self._goal_of(idx[sub_cpu])
         with counted_passes(self.model, self.counts):
             again = attack(self.model, xb[sub], yb[sub], init=_stack_init(adv_points, idx[sub_cpu], xb[sub]),
-                           index=idx[sub_cpu], **_goal_kwargs(goal))
+                           index=idx[sub_cpu], **_goal_kwargs(goal), **self._sibling_kwargs(attack, idx[sub_cpu]))
         check_ball_and_box(spec.name, eps, xb[sub], again.x_adv, spec.threat)
         sub_preds = _reverify(self.model, again, yb[sub], spec.name, eps, self.batch_size, self.passes, strict=True,
                               goal=goal)

@@ -110,7 +110,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
              device: torch.device, batch_size: int = 256, progress: Callable | None = None,
              num_classes: int | None = None, sanity_checks: bool = True, state: EvalState | None = None,
              per_attack: bool = True, escalate: bool = True, precision: str = "fp32", seed: int = 0,
-             threat: str = "linf", goal=None) -> EvalResult:
+             threat: str = "linf", goal=None, siblings: torch.Tensor | None = None) -> EvalResult:
     """Evaluate ``model`` on images ``x`` (uint8 or [0, 1] float, on the CPU) and labels ``y``.
 
     Args:
@@ -129,6 +129,9 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
         goal: for a targeted threat model (ticket switching, ``advrp2k.eval.siblings.SiblingGoal``),
             ``goal.rows(model, x, y, device, batch_size)`` gives per example the classes that count
             as a success (a bool (examples, classes) tensor); None: any wrong class.
+        siblings: (classes, classes) bool, each SKU's siblings in the data's attribute table
+            (``advrp2k.eval.siblings.sibling_table``), offered to attacks that use them as target
+            hints (MALT adds them to its candidates); they never change what counts as a success.
 
     A model that is not deterministic is evaluated under the randomized protocol: each attack
     configures itself for it (expectation over transformation) and every verdict is taken over
@@ -149,7 +152,7 @@ def evaluate(model: nn.Module, x, y: torch.Tensor, attacks: list[AttackSpec], ep
     suite = randomized_suite(attacks, protocol) if protocol.randomized else attacks
     goal_rows = goal.rows(model, x, y, device, batch_size) if goal is not None else None
     engine = Engine(model, x, y, clean, device, batch_size, progress, state, protocol.verdict_passes, precision,
-                    goal_rows)
+                    goal_rows, siblings)
     by_attack = engine.run(suite, eps_list, per_attack)
     robust = _worst_case(by_attack, eps_list)
     _check_monotone(clean, robust)

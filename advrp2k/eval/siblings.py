@@ -68,6 +68,13 @@ class SiblingGoal:
                 "smaller_pack_proxy": "a sibling whose size attribute is smaller (a proxy for a cheaper item)"}
 
 
+def sibling_table(classes: list[str], attributes: dict[str, dict[str, str]]) -> torch.Tensor | None:
+    """(classes, classes) bool: each SKU's siblings by the attribute table alone (no fallback),
+    or None when no two SKUs share a product line."""
+    table = SiblingGoal(classes, attributes).table
+    return table if bool(table.any()) else None
+
+
 def line_of(attrs: dict[str, str]) -> tuple | None:
     """A SKU's product line (brand, product type), or None when an attribute is missing."""
     key = tuple(str(attrs.get(k, "")).strip() for k in LINE_KEYS)

@@ -124,7 +124,7 @@ def run_eval(job: Job) -> dict:
         result = evaluate(placed, x, y, attacks, eps_list, device, batch, job.progress,
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
                           escalate=job.escalate, precision=precision, seed=job.seed, threat=job.threat,
-                          goal=_goal(job, prep))
+                          goal=_goal(job, prep), siblings=_siblings(prep))
         if not distributed.is_main():  # the main process writes the one entry
             return {"entry": None, "path": None, "result": result}
         entry = build_entry(job, prep, loaded, result, device)
@@ -159,6 +159,15 @@ def _goal(job: Job, prep: JobData):
     from advrp2k.eval.siblings import SiblingGoal
 
     return SiblingGoal(prep.scan.classes, prep.scan.attributes)
+
+
+def _siblings(prep: JobData):
+    """Each SKU's siblings by the data's attribute table (target hints for attacks that use them), or None."""
+    if not prep.scan.attributes:
+        return None
+    from advrp2k.eval.siblings import sibling_table
+
+    return sibling_table(prep.scan.classes, prep.scan.attributes)
 
 
 def _stored_result(job: Job, prep: JobData, loaded: LoadedModel, state: EvalState) -> dict | None:

@@ -89,6 +89,13 @@ class Attack:
     #: (N, classes) tensor, set by the engine under a targeted goal such as ticket switching);
     #: None: any wrong class. An attack serving such a threat model aims at them (``reached``).
     goal_rows: torch.Tensor | None = None
+    #: An attack that may aim at an example's sibling SKUs sets this; the engine then passes
+    #: ``siblings`` (below) where the data's attribute table names product lines.
+    uses_siblings = False
+    #: Per example of the batch, its true SKU's siblings (the same brand and product type in
+    #: ``attributes.csv``; a bool (N, classes) tensor), or None where the data names none. Hints
+    #: for choosing targets only: they never change what counts as a success (``goal_rows`` does).
+    sibling_rows: torch.Tensor | None = None
     gradient_free = False
     example_index: list[int] | None = None  # global indices of the batch being attacked (see __call__)
     options: dict = {}  # name -> Option; a plugin declares its own
@@ -116,7 +123,8 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  init: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 index: torch.Tensor | None = None, goal: torch.Tensor | None = None) -> AttackResult:
+                 index: torch.Tensor | None = None, goal: torch.Tensor | None = None,
+                 siblings: torch.Tensor | None = None) -> AttackResult:
         """Attack a batch.
 
         Args:
@@ -125,17 +133,18 @@ class Attack:
                 (``advrp2k.core.random_streams``), so its result does not depend on the batch it was in.
                 Without them (adversarial training), draws come from ``generator``.
             goal: per example, the classes that count as a success (``goal_rows``); None: any wrong class.
+            siblings: per example, its true SKU's sibling SKUs (``sibling_rows``); None: none known.
         """
         check_images(x, "clean input")
         if init is not None:
             self.check_output(x, init)
         self.example_index = None if index is None else [int(i) for i in index.tolist()]
-        self.goal_rows = goal
+        self.goal_rows, self.sibling_rows = goal, siblings
         try:
             with frozen_eval(model):
                 result = self.perturb(model, x, y, init=init, generator=generator or self._generator)
         finally:
-            self.example_index, self.goal_rows = None, None
+            self.example_index, self.goal_rows, self.sibling_rows = None, None, None
         result.x_adv = result.x_adv.detach()
         self.check_output(x, result.x_adv)
         return result
