@@ -12,6 +12,7 @@ the examples each fools that the other does not. Targets: (b) costs at most 0.5x
 its robust accuracy is not higher than (a)'s by more than one example.
 
     python3 benchmarks/many_class_eval.py [--skus 2388] [--per-sku 12,3] [--size 16] [--eps 8/255] [--cascade]
+    python3 benchmarks/many_class_eval.py --embedded [--cascade]   # the embedded default's 59 SKUs
 
 The stand-in (the one `advrp2k study skus` writes: the same images for every SKU) and the model (Madry 8/255, quick
 protocol) are cached under $ADVRP2K_HOME; numbers are synthetic, not RP2K results.
@@ -119,11 +120,18 @@ def main() -> None:
                              "AutoAttack runs its own attacks (advrp2k eval --cascade); the default runs each on every image")
     parser.add_argument("--project", action="store_true",
                         help="also time a ResNet-34 at 224 px and project each suite to RP2K's 39,457 test images")
+    parser.add_argument("--embedded", action="store_true",
+                        help="the embedded default (59 SKUs, 32 px) and the quick start's Madry 8/255 model instead "
+                             "of a study stand-in (--skus, --per-sku and --size are then not used)")
     args = parser.parse_args()
     per_sku = tuple(int(v) for v in args.per_sku.split(","))
-    root = stand_in_for(args.skus, StudyPlan(per_sku=per_sku, image_size=args.size))  # the study's own stand-in
-    job = Job(defense="madry", eps=parse_eps("8/255"), protocol=get_protocol("quick").override(image_size=args.size),
-              data=root, dataset="rp2k_synth", device="cpu")
+    if args.embedded:  # the quick start's own model: cached by `advrp2k eval --defense madry --eps 8/255`
+        job = Job(defense="madry", eps=parse_eps("8/255"), protocol=get_protocol("quick"), dataset="rp2k_synth",
+                  device="cpu")
+    else:
+        root = stand_in_for(args.skus, StudyPlan(per_sku=per_sku, image_size=args.size))  # the study's own stand-in
+        job = Job(defense="madry", eps=parse_eps("8/255"), protocol=get_protocol("quick").override(image_size=args.size),
+                  data=root, dataset="rp2k_synth", device="cpu")
     prep = load_job_data(job)
     model = get_model(job, prep, torch.device("cpu")).model.eval()
     x, y = load_split(prep.scan, "test", prep.image_size)
@@ -133,7 +141,7 @@ def main() -> None:
     xs, ys = x[correct], y[correct]
     eps = parse_eps(args.eps)
     siblings = sibling_table(prep.scan.classes, prep.scan.attributes) if prep.scan.attributes else None
-    print(f"{args.skus} SKUs, {len(y)} test images ({per_sku[1]} per SKU), {args.size} px; Madry 8/255 (quick "
+    print(f"{len(prep.scan.classes)} SKUs, {len(y)} test images, {prep.image_size} px; Madry 8/255 (quick "
           f"protocol): clean {correct.float().mean():.2%} ({len(ys)} attacked); eps {eps.label}; synthetic data; "
           + ("suites cascaded (each attack on the earlier ones' survivors)" if args.cascade else "each attack on every image")
           + (f"; sibling SKUs in attributes.csv for {int(siblings.any(1).sum())} of {len(siblings)} SKUs" if siblings is not None
