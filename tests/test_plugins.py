@@ -152,8 +152,10 @@ def test_a_defense_takes_protocol_settings_through_its_hook_and_defense_arg_over
 def test_the_listing_read_from_sources_is_what_the_registries_hold():
     """``advrp2k list`` reads the built-in plugins (and torchattacks' ta: family) from their
     sources without importing them; it must list exactly what importing them registers."""
-    from advrp2k.plugins.listing import from_registries, from_sources
+    from advrp2k import Attack
+    from advrp2k.plugins.listing import DEFAULT_THREATS, from_registries, from_sources
 
+    assert Attack.threats == DEFAULT_THREATS  # what an attack class without its own serves
     _registry.load_plugins()
     builtin = {p for p in from_registries() if _registry.REGISTRIES[p.kind].info(p.name).module in _registry.BUILTIN_MODULES}
     read = from_sources(_registry.BUILTIN_MODULES)
