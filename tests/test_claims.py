@@ -134,7 +134,7 @@ def test_bf16_on_a_cpu_warns_once(caplog, monkeypatch):
 
 
 def test_the_entry_states_how_each_attack_keyed_its_randomness():
-    from advrp2k.jobs.run import random_streams
+    from advrp2k.jobs.entry_build import random_streams
 
     assert random_streams([AttackSpec("pgd")]) == "per example: (attack seed, example index, restart)"
     mixed = random_streams([AttackSpec("pgd"), AttackSpec("autoattack")])

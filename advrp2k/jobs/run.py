@@ -1,11 +1,9 @@
 """End-to-end jobs the CLI calls: locate the data, train (or reuse) a model, evaluate, write the entry."""
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import logging
-import platform
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from advrp2k.core import distributed
 from advrp2k.core.eps import Eps
 from advrp2k.core.io import check_output_dir
 from advrp2k.core.locks import item_lock
-from advrp2k.plugins.registry import ATTACKS
 from advrp2k.analysis.analyses import entry_analyses
 from advrp2k.models.backbones import weights_identity
 from advrp2k.models.checkpoints import read_checkpoint
@@ -24,19 +21,18 @@ from advrp2k.data import load_split
 from advrp2k.data.tables import attributes_digest
 from advrp2k.core.errors import IntegrityError, UsageError
 from advrp2k.eval.state import EvalState
-from advrp2k.eval.evaluator import EVALUATION_VERSION, AttackSpec, EvalResult, evaluate
-from advrp2k.plugins.attack import ATTACK_BATCHNORM
+from advrp2k.eval.evaluator import EVALUATION_VERSION, AttackSpec, evaluate
 from advrp2k.eval.checks import fail_if, fail_if_nonfinite_weights
-from advrp2k.plugins.defense import AdversarialTraining
 from advrp2k.jobs.job import Job, JobData, checkpoint_settings, default_attacks, load_job_data
-from advrp2k.board.entries import SCHEMA_VERSION, entry_file, write_entry
+from advrp2k.board.entries import entry_file, write_entry
 from advrp2k.jobs.model_store import LoadedModel, defense_for, get_model
+from advrp2k.jobs.entry_build import build_entry, entry_identity, model_id
+from advrp2k.jobs.goals import data_siblings, threat_goal
 from advrp2k.models.factory import check_arch, resolve_device
 from advrp2k.core.paths import cache_home
 from advrp2k.core.ranking_rule import RANKING_EPS, ranking_suite_of
 from advrp2k.core.threat import threat_model
 from advrp2k.core.precision import place_model, resolve_precision
-from advrp2k.core.machine import numeric_identity
 from advrp2k.analysis.results import examples_path, frame
 
 log = logging.getLogger(__name__)
@@ -113,7 +109,7 @@ def run_eval(job: Job) -> dict:
     if stored is not None:
         return stored
     if not job.force:
-        refuse_weaker_replacement(_entry_path(job, prep, _identity(job, loaded.record)[3]), attacks, eps_list, n)
+        refuse_weaker_replacement(_entry_path(job, prep, entry_identity(job, loaded.record)[3]), attacks, eps_list, n)
     x, y = load_split(prep.scan, "test", prep.image_size, progress=job.progress)
     x, y = x[:n], y[:n]
     state.context = _analysis_context(prep, y)
@@ -124,7 +120,7 @@ def run_eval(job: Job) -> dict:
         result = evaluate(placed, x, y, attacks, eps_list, device, batch, job.progress,
                           num_classes=len(prep.scan.classes), state=state, per_attack=job.per_attack,
                           escalate=job.escalate, precision=precision, seed=job.seed, threat=job.threat,
-                          goal=_goal(job, prep), siblings=_siblings(prep))
+                          goal=threat_goal(job, prep), siblings=data_siblings(prep))
         if not distributed.is_main():  # the main process writes the one entry
             return {"entry": None, "path": None, "result": result}
         entry = build_entry(job, prep, loaded, result, device)
@@ -152,24 +148,6 @@ def _shelf_average_case(job: Job, model, x, y, eps_list, device, batch: int, ent
     return {"shelf": record}
 
 
-def _goal(job: Job, prep: JobData):
-    """The threat model's goal: ticket switching's siblings, else None (any wrong class)."""
-    if threat_model(job.threat).goal != "sibling":
-        return None
-    from advrp2k.eval.siblings import SiblingGoal
-
-    return SiblingGoal(prep.scan.classes, prep.scan.attributes)
-
-
-def _siblings(prep: JobData):
-    """Each SKU's siblings by the data's attribute table (target hints for attacks that use them), or None."""
-    if not prep.scan.attributes:
-        return None
-    from advrp2k.eval.siblings import sibling_table
-
-    return sibling_table(prep.scan.classes, prep.scan.attributes)
-
-
 def _stored_result(job: Job, prep: JobData, loaded: LoadedModel, state: EvalState) -> dict | None:
     """The published entry, when this very evaluation finished before: its per-example results
     carry this run's key (model, data, eps, examples, attack configs, precision, escalation,
@@ -178,7 +156,7 @@ def _stored_result(job: Job, prep: JobData, loaded: LoadedModel, state: EvalStat
     from advrp2k.core.io import read_json
     from advrp2k.board.entries import entry_problems
 
-    path = _entry_path(job, prep, _identity(job, loaded.record)[3])
+    path = _entry_path(job, prep, entry_identity(job, loaded.record)[3])
     if job.restart or not state.complete or not path.is_file():
         return None
     try:
@@ -241,13 +219,6 @@ def _analysis_context(prep: JobData, y: torch.Tensor) -> dict:
     return {"labels": y.tolist(), "classes": classes, "train_counts": counts, "attributes": attrs}
 
 
-def _identity(job: Job, record: dict):
-    """(defense plugin info, defense, its training eps or None, model id) of this job's entry."""
-    info, defense = defense_for(job)
-    eps = job.eps if getattr(info.obj, "needs_eps", True) else None
-    return info, defense, eps, model_id(defense.paper_id, record.get("arch_id") or record["arch"].replace(":", "-"), eps)
-
-
 def _entry_path(job: Job, prep: JobData, mid: str) -> Path:
     return entry_file(job.leaderboard, prep.source.name, job.threat, mid)
 
@@ -266,7 +237,7 @@ def _eval_state(job, prep, loaded: LoadedModel, attacks, eps_list, n, precision:
     (two runs of the same model and config share the file; runs of different ones never
     collide); when complete they are published as ``.../<model_id>.json`` beside the entry.
     """
-    mid = _identity(job, loaded.record)[3]
+    mid = entry_identity(job, loaded.record)[3]
     header = {"model_id": mid, "checkpoint_sha256": loaded.sha256, "data_fingerprint": prep.scan.fingerprint,
               "eps": [e.label for e in sorted(eps_list)], "n_examples": n, "per_attack": job.per_attack,
               "attacks": [{"name": a.name, "options": a.options} for a in attacks],
@@ -303,7 +274,7 @@ def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict |
     from advrp2k.core.io import read_json
     from advrp2k.board.entries import entry_problems
 
-    path = _entry_path(job, prep, _identity(job, loaded.record)[3])
+    path = _entry_path(job, prep, entry_identity(job, loaded.record)[3])
     if not path.is_file():
         return None
     try:
@@ -324,93 +295,3 @@ def _matching_entry(job, prep, loaded: LoadedModel, attacks, eps_list) -> dict |
     return {"entry": entry, "path": str(path), "result": None, "reused": True} if same else None
 
 
-def _defense_paper(defense) -> dict:
-    """The defense's readable title, with its paper's https link and venue when the plugin gives them."""
-    link = getattr(defense, "link", None)
-    return {"title": str(defense.title)[:200], **({"link": link} if isinstance(link, str) and link.startswith("https://") else {}),
-            **({"venue": str(defense.venue)[:200]} if getattr(defense, "venue", None) else {})}
-
-
-def model_id(paper_id: str, arch: str, eps: Eps | None) -> str:
-    suffix = f"_eps{eps.label.replace('/', '-')}" if eps is not None else ""
-    return f"{paper_id}_{arch}{suffix}"
-
-
-def build_entry(job: Job, prep: JobData, loaded: LoadedModel, result: EvalResult, device) -> dict:
-    record = loaded.record
-    info, defense, eps, mid = _identity(job, record)
-    attack_plugins = [ATTACKS.info(a.name).provenance() for a in job.suite()]
-    entry = {
-        "schema_version": SCHEMA_VERSION,
-        "model_id": mid,
-        "dataset": prep.source.name, "synthetic": prep.source.synthetic, "threat_model": job.threat,
-        **({"threat": _threat_record(job, prep)} if job.threat != "linf" else {}),
-        "data": {"description": prep.source.description, "fingerprint": prep.scan.fingerprint,
-                 "n_classes": len(prep.scan.classes), "image_size": prep.image_size, "split": "test",
-                 "n_test": len(prep.scan.samples["test"]),
-                 "attributes_sha256": attributes_digest(prep.scan.attributes)},
-        "defense": job.defense, "defense_config": defense.config(),
-        **({"defense_paper": _defense_paper(defense)} if getattr(defense, "title", None) else {}),
-        "train_eps": eps.value if eps else None, "train_eps_label": eps.label if eps else None,
-        "plugins": {"defense": info.provenance(), "attacks": attack_plugins},
-        "arch": record["arch"], **({"backbone": record["backbone"]} if record.get("backbone") else {}),
-        **{k: record[k] for k in ("arch_library", "model_source") if record.get(k)},
-        "clean_acc": result.clean_acc(), "top5_acc": result.top5_correct.float().mean().item(),
-        "robust_acc": result.robust_acc(), "eps": {k: _eps_of(result, k) for k in result.robust},
-        "attacks": result.attacks, "n_examples": result.n_examples,
-        "per_group": result.per_group(prep.scan.classes, prep.scan.attributes),
-        "flags": result.flags, "unreliable": bool(result.flags), "evaluation_protocol": result.protocol,
-        "precision": {**result.precision, "compile": job.compile},
-        **({"escalation": result.escalation} if result.escalation else {}),
-        **({"convergence": result.convergence} if result.convergence else {}),
-        **({"per_attack": result.per_attack} if result.per_attack else {}),
-        **({"autoattack_acc": result.per_attack["autoattack"]} if "autoattack" in result.per_attack else {}),
-        "date": datetime.date.today().isoformat(),
-        "reproducibility": _repro(job, defense, loaded, result, device),
-        **job.hand_fields,
-    }
-    return entry
-
-
-def _threat_record(job: Job, prep: JobData) -> dict:
-    """What the entry states of its threat model: the set, goal, references, which integrity
-    checks apply, and for ticket switching how siblings were defined."""
-    record = threat_model(job.threat).describe()
-    goal = _goal(job, prep)
-    return {**record, **({"siblings": goal.record()} if goal is not None else {})}
-
-
-def random_streams(attacks) -> str:
-    """How the suite's random draws were keyed, as the entry states it."""
-    kinds: dict[str, list[str]] = {}
-    for spec in attacks:
-        kinds.setdefault(getattr(ATTACKS.get(spec.name), "random_streams", "per example"), []).append(spec.name)
-    if set(kinds) <= {"per example"}:
-        return "per example: (attack seed, example index, restart)"
-    return "; ".join(f"{kind} for {', '.join(names)}" + (": (attack seed, example index, restart)"
-                                                          if kind == "per example" else ": (attack seed, batch)")
-                     for kind, names in kinds.items())
-
-
-def _eps_of(result: EvalResult, label: str) -> float:
-    return next(a["eps"] for a in result.attacks if a["eps_label"] == label)
-
-
-def _repro(job, defense, loaded: LoadedModel, result, device) -> dict:
-    import torchvision
-
-    record = loaded.record
-    return {"seed": job.seed, "protocol": job.protocol.to_dict(), "train_settings": record.get("train_settings"),
-            "versions": {"advrp2k": _version.__version__, "torch": torch.__version__,
-                         "torchvision": torchvision.__version__, "python": platform.python_version()},
-            "device": str(device), "dataset_fingerprint": record.get("dataset_fingerprint"),
-            "checkpoint_sha256": loaded.sha256, "processes": distributed.world_size(),
-            "train_threads": loaded.train_threads,
-            # what decides bit-for-bit reproducibility of the training (None: trained elsewhere or unrecorded)
-            "train_numeric_identity": loaded.train_numeric,
-            "eval_numeric_identity": numeric_identity(str(device)),
-            **({"training_attacks_batchnorm": ATTACK_BATCHNORM}
-               if isinstance(defense, AdversarialTraining) else {}),
-            "random_streams": random_streams(job.suite()),
-            "wall_s": {"train": loaded.train_wall, "train_reused_from_cache": loaded.reused, "eval": result.wall_s},
-            "counts": result.counts}
