@@ -76,10 +76,10 @@ def from_sources(modules: tuple[str, ...]) -> list[Listed] | None:
     classes = {node.name: node for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
     out = []
     for module, tree in trees.items():
-        found = _registered(tree, classes) + _listed_by_hook(tree)
-        if not found:
-            return None
-        out.extend(found)
+        found, hooked = _registered(tree, classes), _listed_by_hook(tree)
+        if not found and hooked is None:
+            return None  # registers in a way this reader cannot see
+        out.extend(found + (hooked or []))
     return out
 
 
@@ -140,11 +140,12 @@ def _class_attr(node: ast.ClassDef, attr: str, classes: dict[str, ast.ClassDef],
     return default
 
 
-def _listed_by_hook(tree: ast.Module) -> list[Listed]:
-    """The plugins a module's ``PLUGIN_LISTING = "module:function"`` function lists."""
+def _listed_by_hook(tree: ast.Module) -> list[Listed] | None:
+    """The plugins a module's ``PLUGIN_LISTING = "module:function"`` function lists (maybe none,
+    e.g. torchattacks not installed); None when the module names no such function."""
     for stmt in tree.body:
         if (isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "PLUGIN_LISTING" for t in stmt.targets)
                 and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)):
             module, _, function = stmt.value.value.partition(":")
             return list(getattr(importlib.import_module(module), function)())
-    return []
+    return None
