@@ -40,6 +40,8 @@ SUITES = {
     "pgd+apgd_ce+malt9": [("pgd", {"steps": 20}), ("apgd_ce", {}), ("malt", {"targets": 9})],
     "pgd+malt20": [("pgd", {"steps": 20}), ("malt", {"candidates": 20})],
     "pgd+malt20x1": [("pgd", {"steps": 20}), ("malt", {"candidates": 20, "targets": 1})],
+    # with AutoAttack's gradient-free member (Square, 5,000 queries as in AutoAttack standard)
+    "pgd+apgd_ce+malt+square": [("pgd", {"steps": 20}), ("apgd_ce", {}), ("malt", {}), ("square", {"queries": 5000})],
 }
 
 
