@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advrp2k.models.fast_pool import MaxPool2x2
 from advrp2k.plugins.registry import register_arch
 
 #: ImageNet statistics; the models are trained from scratch, so any fixed values would do,
@@ -30,11 +31,13 @@ def _conv_bn(cin: int, cout: int) -> nn.Sequential:
 
 @register_arch("smallcnn")
 def smallcnn(num_classes: int, width: int = 16) -> nn.Module:
-    """A five-layer CNN with BatchNorm for the CPU default (about 0.1 M parameters at width 16)."""
+    """A five-layer CNN with BatchNorm for the CPU default (about 0.1 M parameters at width 16).
+
+    Its pools are ``MaxPool2x2``: ``nn.MaxPool2d(2)``'s results bit for bit, faster on the CPU."""
     w = width
     body = nn.Sequential(
-        _conv_bn(3, w), _conv_bn(w, 2 * w), nn.MaxPool2d(2),
-        _conv_bn(2 * w, 2 * w), _conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
+        _conv_bn(3, w), _conv_bn(w, 2 * w), MaxPool2x2(),
+        _conv_bn(2 * w, 2 * w), _conv_bn(2 * w, 4 * w), MaxPool2x2(),
         _conv_bn(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(8 * w, num_classes),
     )
