@@ -30,7 +30,7 @@ MAX_REPLAYS = 80
 def _key(value):
     """A hashable description of one argument: a tensor by (shape, dtype), anything else as is."""
     if isinstance(value, torch.Tensor):
-        return ("tensor", tuple(value.shape), value.dtype, value.is_contiguous())
+        return ("tensor", tuple(value.shape), value.dtype)
     if isinstance(value, (list, tuple)):
         return tuple(_key(v) for v in value)
     return value
@@ -60,9 +60,9 @@ class ArithmeticCounter(TorchDispatchMode):
 
 
 def _materialise(key):
-    """Random arguments matching ``key`` (tensors contiguous, as recorded)."""
+    """Random arguments matching ``key`` (tensors contiguous)."""
     if isinstance(key, tuple) and key and key[0] == "tensor":
-        _, shape, dtype, _contiguous = key
+        _, shape, dtype = key
         return torch.randn(shape, dtype=dtype) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype)
     if isinstance(key, tuple):
         return [_materialise(k) for k in key]
