@@ -1,12 +1,13 @@
-"""A 2-D BatchNorm whose eval-mode input gradient is ``nn.BatchNorm2d``'s bit for bit and about
-twice as fast on the CPU: what every attack step pays for at each of smallcnn's five BatchNorms.
+"""A 2-D BatchNorm whose eval-mode input gradient is ``nn.BatchNorm2d``'s bit for bit and faster
+on the CPU: what every attack step pays for at each of smallcnn's five BatchNorms
+(``benchmarks/layer_speed.py`` times smallcnn's layers against ATen's).
 
 Why: in eval mode ATen's CPU backward computes, for every channel, the sum of the incoming
 gradient and its dot product with the centred input (what the weight and bias gradients need)
 before it writes the input gradient, even when no weight gradient is asked for. An attack
 freezes the weights, so those two passes over the activations are wasted; they made the
-BatchNorm backward the largest cost of an attack step after the convolutions
-(``benchmarks/quickstart_phases.py --profile``).
+BatchNorm backward the largest cost of an attack step after the convolutions (15 % of a step
+on a batch of 128, by the torch profiler; docs/results/quickstart.md).
 
 How: the forward is ATen's own ``batch_norm`` (one pass, unchanged). The backward writes only
 the input gradient, with ATen's arithmetic: ``invstd = 1 / sqrt(running_var + eps)`` in double,
