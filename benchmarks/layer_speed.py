@@ -26,9 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advrp2k.models import fast_batchnorm
-from advrp2k.models.architectures import smallcnn
-from advrp2k.models.fast_pool import MaxPool2x2
+from advrp2k.models.architectures import smallcnn, with_aten_layers
 from advrp2k.plugins.attack import create_attack, frozen_eval
 
 
@@ -36,17 +34,9 @@ def variants(classes: int = 59) -> dict[str, nn.Module]:
     """The same smallcnn (same weights) with ATen's layers, the fast pool only, and both fast layers."""
     torch.manual_seed(0)
     fast = smallcnn(classes)
-    aten, pool_only = copy.deepcopy(fast), copy.deepcopy(fast)
-    for net, swap_pool in ((aten, True), (pool_only, False)):
-        for i, layer in enumerate(net[1]):
-            if swap_pool and isinstance(layer, MaxPool2x2):
-                net[1][i] = nn.MaxPool2d(2)
-            elif isinstance(layer, nn.Sequential):
-                state = layer[1].state_dict()
-                layer[1] = nn.BatchNorm2d(layer[1].num_features)
-                layer[1].load_state_dict(state)
-    assert sum(type(m) is fast_batchnorm.BatchNorm2d for m in pool_only.modules()) == 0
-    return {"ATen's layers": aten, "fast pool": pool_only, "fast pool and BatchNorm": fast}
+    return {"ATen's layers": with_aten_layers(copy.deepcopy(fast)),
+            "fast pool": with_aten_layers(copy.deepcopy(fast), pools=False),
+            "fast pool and BatchNorm": fast}
 
 
 def attack_step(model, x, y) -> torch.Tensor:

@@ -46,6 +46,21 @@ def smallcnn(num_classes: int, width: int = 16) -> nn.Module:
     return nn.Sequential(Normalize(), body)
 
 
+def with_aten_layers(model: nn.Module, pools: bool = True, batchnorms: bool = True) -> nn.Module:
+    """``model``, changed in place, with ATen's ``nn.MaxPool2d(2)`` and ``nn.BatchNorm2d`` (same
+    state) where smallcnn has ``MaxPool2x2`` and ``fast_batchnorm.BatchNorm2d``: the reference those
+    layers are tested (tests/test_fast_*.py) and timed (benchmarks/layer_speed.py) against."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if pools and isinstance(child, MaxPool2x2):
+                setattr(parent, name, nn.MaxPool2d(2))
+            elif batchnorms and type(child) is BatchNorm2d:
+                native = nn.BatchNorm2d(child.num_features, child.eps, child.momentum)
+                native.load_state_dict(child.state_dict())
+                setattr(parent, name, native)
+    return model
+
+
 @register_arch("resnet18")
 def resnet18(num_classes: int) -> nn.Module:
     """torchvision's ResNet-18, trained from scratch."""
